@@ -1,0 +1,118 @@
+"""Each rejection rule of DESIGN 3.1: a clear reason naming the field, and no change in Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from campaign_counters import NotFound, TenantMismatch, ValidationError
+from scenarios import C, OFFER_SCRIPT, T, ev
+
+
+def dump(raw):
+    """Every key with its type and value: 'nothing changed' means this is equal."""
+    out = {}
+    for key in raw.scan_iter():
+        kind = raw.type(key)
+        if kind == b"hash":
+            val = raw.hgetall(key)
+        elif kind == b"zset":
+            val = raw.zrange(key, 0, -1, withscores=True)
+        elif kind == b"stream":
+            val = raw.xrange(key)
+        else:
+            val = raw.dump(key)
+        out[key] = (kind, val)
+    return out
+
+
+GOOD = ev("interaction", "u1", 10, target="ask", choice="go", id="x1")
+
+RULES = [
+    ("event", ["not", "an", "object"]),
+    ("type", {k: v for k, v in GOOD.items() if k != "type"}),
+    ("type", {**GOOD, "type": "clicked"}),
+    ("tenant", {k: v for k, v in GOOD.items() if k != "tenant"}),
+    ("tenant", {**GOOD, "tenant": "bad tenant!"}),
+    ("tenant", {**GOOD, "tenant": "t" * 65}),
+    ("campaign", {k: v for k, v in GOOD.items() if k != "campaign"}),
+    ("campaign", {**GOOD, "campaign": "c{1}"}),
+    ("campaign", {**GOOD, "campaign": ""}),
+    ("job", {k: v for k, v in GOOD.items() if k != "job"}),
+    ("job", {**GOOD, "job": "job:1"}),
+    ("user", {k: v for k, v in GOOD.items() if k != "user"}),
+    ("user", {**GOOD, "user": ""}),
+    ("user", {**GOOD, "user": "u" * 257}),
+    ("user", {**GOOD, "user": "a\nb"}),
+    ("user", {**GOOD, "user": ["list"]}),
+    ("ts", {k: v for k, v in GOOD.items() if k != "ts"}),
+    ("ts", {**GOOD, "ts": "yesterday"}),
+    ("ts", {**GOOD, "ts": -1}),
+    ("ts", {**GOOD, "ts": float("nan")}),
+    ("ts", {**GOOD, "ts": float("inf")}),
+    ("ts", {**GOOD, "ts": True}),
+    ("id", {**GOOD, "id": ""}),
+    ("target", {k: v for k, v in GOOD.items() if k != "target"}),
+    ("target", {**GOOD, "target": "x\x00"}),
+    ("choice", {**GOOD, "choice": "\x07"}),
+    ("node", {**GOOD, "node": ""}),
+    ("title", {**GOOD, "title": 5}),
+    ("status", ev("status", ts=1, job=None)),
+    ("status", ev("status", ts=1, job=None, status="done!")),
+]
+
+
+@pytest.mark.parametrize("field,bad", RULES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(RULES)])
+async def test_rejection_names_field_and_changes_nothing(api, raw, field, bad, flavour):
+    if flavour.startswith("cluster"):
+        pytest.skip("dump() reads one server; the rule is checked on the single server")
+    await api.load_script(T, C, OFFER_SCRIPT)
+    await api.record_many([ev("sent", "u1", 1)])
+    before = dump(raw)
+    res = await api.record_many([bad])
+    assert (res.accepted, res.rejected) == (0, 1)
+    assert res.rejections[0].field == field
+    assert res.rejections[0].reason
+    with pytest.raises(ValidationError) as info:
+        await api.record(bad)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    assert dump(raw) == before
+
+
+async def test_other_tenants_campaign_is_rejected_on_write_and_invisible_on_read(api, raw, flavour):
+    await api.load_script(T, C, OFFER_SCRIPT)
+    await api.record_many([ev("sent", "u1", 1)])
+    report = await api.report(T, C)
+    intruder = ev("sent", "u2", 2, tenant="tenant-b", id="intr")
+    res = await api.record_many([intruder, ev("interaction", "u9", 3, tenant="tenant-b", target="ask")])
+    assert res.rejected == 2 and res.accepted == 0
+    assert {r.field for r in res.rejections} == {"campaign"}
+    with pytest.raises(TenantMismatch):
+        await api.record(intruder)
+    with pytest.raises(TenantMismatch):
+        await api.load_script("tenant-b", C, OFFER_SCRIPT)
+    with pytest.raises(NotFound):
+        await api.report("tenant-b", C)
+    with pytest.raises(NotFound):
+        await api.journey("tenant-b", C, "job-1", "u1")
+    after = await api.report(T, C)
+    assert {k: v for k, v in after.items() if k != "updated_at"} == {k: v for k, v in report.items() if k != "updated_at"}
+    # the rejected event's id was not consumed: the rightful tenant can still use it
+    res = await api.record_many([ev("sent", "u2", 2, id="intr")])
+    assert res.accepted == 1
+
+
+async def test_first_event_binds_a_new_campaign_to_its_tenant(api):
+    await api.record_many([ev("sent", "u1", 1, tenant="tenant-b", campaign="fresh")])
+    with pytest.raises(TenantMismatch):
+        await api.record(ev("sent", "u1", 1, tenant=T, campaign="fresh"))
+    assert (await api.report("tenant-b", "fresh"))["sent_users_count"] == 1
+
+
+async def test_ids_on_reads_are_validated(api):
+    with pytest.raises(ValidationError) as info:
+        await api.report("bad tenant", C)
+    assert info.value.field == "tenant"
+    with pytest.raises(ValidationError) as info:
+        await api.report(T, C, "*")
+    assert info.value.field == "job"
