@@ -126,8 +126,12 @@ class Counters(_Base):
     def report(self, tenant: str, campaign: str, job: str | None = None) -> dict[str, Any]:
         return self._run(self.plan_report(tenant, campaign, job))
 
-    def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
-        return self._run(self.plan_journey(tenant, campaign, job, user))
+    def journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> dict[str, Any]:
+        return self._run(self.plan_journey(tenant, campaign, job, user, with_ids))
+
+    def run(self, plan: Plan) -> Any:
+        """Run a plan of `protocol`/`maintenance` (used by the persistence jobs)."""
+        return self._run(plan)
 
     def set_timezone(self, tenant: str, tz: str) -> None:
         self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))
@@ -218,8 +222,8 @@ class AsyncCounters(_Base):
     async def report(self, tenant: str, campaign: str, job: str | None = None) -> dict[str, Any]:
         return await self._run(self.plan_report(tenant, campaign, job))
 
-    async def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
-        return await self._run(self.plan_journey(tenant, campaign, job, user))
+    async def journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> dict[str, Any]:
+        return await self._run(self.plan_journey(tenant, campaign, job, user, with_ids))
 
     async def set_timezone(self, tenant: str, tz: str) -> None:
         await self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))

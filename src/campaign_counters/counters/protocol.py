@@ -277,7 +277,8 @@ class Protocol:
             agg.status = replies[1][0].decode()
         return build_report(tenant, campaign, job, agg, graph)
 
-    def plan_journey(self, tenant: str, campaign: str, job: str, user: str) -> Plan:
+    def plan_journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> Plan:
+        """Summary from the user's record, path from the journal (what is not yet persisted)."""
         check_id("job", job)
         k = self.keys
         reads = [
@@ -285,45 +286,60 @@ class Protocol:
             Cmd(campaign, ("HGET", k.users(campaign), user)),
         ]
         _, (ji, raw) = yield from self._owned(tenant, campaign, reads)
-        record = None
-        if ji is not None and raw is not None:
-            record = next((r for r in msgpack.unpackb(raw) if r[0] == int(ji)), None)
+        record = find_record(raw, ji)
         if record is None:
             raise NotFound(f"user {user!r} has no events in job {job!r}")
         state = UserState.from_record(record)
-        exit_node = None
+        names: dict[int, str] = {}
         if state.exit:
             (name,) = yield from call(self.router, [Cmd(campaign, ("HGET", k.meta(campaign), f"i:{state.exit}"))])
-            exit_node = name.decode() if name else None
-        steps = yield from self._journal_steps(campaign, job, user)
-        return {
-            "tenant": tenant,
-            "campaign": campaign,
-            "job": job,
-            "user": user,
-            "journey_path": steps,
-            "completed": state.completed,
-            "exit_node": exit_node,
-            "completion_time": state.completion_ms / 1000 if state.completion_ms is not None else None,
-            "total_interactions": state.interactions,
-        }
-
-    def _journal_steps(self, campaign: str, job: str, user: str, page: int = 5000) -> Plan:
-        """Scan the job's journal for one user: O(journal) until it is persisted."""
-        key = self.keys.journal(campaign, job)
-        steps: list[tuple[int, bytes, dict]] = []
+            if name:
+                names[state.exit] = name.decode()
+        steps = []
         cursor = "-"
         while True:
-            (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, cursor, "+", "COUNT", page))])
-            for entry_id, fields in entries:
-                step = journal_step(fields)
-                if step["user"] == user:
-                    steps.append((step["ts_ms"], entry_id, step))
-            if len(entries) < page:
+            entries = yield from self.plan_journal_page(campaign, job, cursor)
+            steps += [s for s in entries if s["user"] == user and s["type"] == "i"]
+            if len(entries) < JOURNAL_PAGE:
                 break
-            cursor = "(" + entries[-1][0].decode()
-        steps.sort(key=lambda s: (s[0], s[1]))
-        return [{"node": s["target"], "choice": s["choice"], "ts": s["ts_ms"] / 1000} for _, _, s in steps]
+            cursor = "(" + entries[-1]["sid"]
+        path = [journey_step(s, with_ids) for s in sort_steps(steps)]
+        return {"tenant": tenant, "campaign": campaign, "job": job, "user": user,
+                "journey_path": path, **state.summary(names)}
+
+    def plan_journal_page(self, campaign: str, job: str, start: str = "-", count: int | None = None) -> Plan:
+        """One page of a job's journal, oldest first, entries decoded with their `sid`."""
+        key = self.keys.journal(campaign, job)
+        (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, start, "+", "COUNT", count or JOURNAL_PAGE))])
+        return [dict(journal_step(fields), sid=entry_id.decode()) for entry_id, fields in entries]
+
+
+JOURNAL_PAGE = 5000
+
+
+def sid_order(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def sort_steps(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Journey order: by event time, then by arrival (journal position)."""
+    return sorted(steps, key=lambda s: (s["ts_ms"], sid_order(s["sid"])))
+
+
+def journey_step(entry: Mapping[str, Any], with_id: bool = False) -> dict[str, Any]:
+    step = {"node": entry["target"], "choice": entry["choice"], "ts": entry["ts_ms"] / 1000}
+    if with_id:
+        step["sid"] = entry["sid"]
+    return step
+
+
+def find_record(raw: bytes | None, job_index: bytes | int | None) -> list | None:
+    """The record of one job inside a user's packed records."""
+    if raw is None or job_index is None:
+        return None
+    ji = int(job_index)
+    return next((r for r in msgpack.unpackb(raw) if r[0] == ji), None)
 
 
 @dataclass
@@ -357,10 +373,24 @@ class UserState:
             return None
         return self.end_ms - (self.sent_ms if self.sent_ms is not None else self.first_ms)
 
+    def summary(self, names: Mapping[int, str]) -> dict[str, Any]:
+        """The journey fields that come from the record (DESIGN 3.3)."""
+        ct = self.completion_ms
+        return {
+            "completed": self.completed,
+            "exit_node": names.get(self.exit) if self.exit else None,
+            "completion_time": ct / 1000 if ct is not None else None,
+            "total_interactions": self.interactions,
+        }
+
 
 def journal_step(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
-    user, ts_ms, target, choice, node, title = msgpack.unpackb(fields[b"e"])
-    return {"user": user, "ts_ms": ts_ms, "target": target, "choice": choice or None, "node": node or None, "title": title or None}
+    """Decode a journal entry; `type` is t(argeted), s(ent) or i(nteraction)."""
+    user, ts_ms, etype, target, choice, node, title = msgpack.unpackb(fields[b"e"])
+    return {
+        "user": user, "ts_ms": ts_ms, "type": etype, "target": target or None,
+        "choice": choice or None, "node": node or None, "title": title or None,
+    }
 
 
 def parse_counters(raw: Mapping[bytes, bytes]) -> Aggregate:

@@ -13,7 +13,7 @@
 --
 -- KEYS: 1 meta  2 users  3 job counters  4 campaign counters  5 journal
 --       6 idempotency  7 day-any HLL  8 day-sent HLL  9 day-interacted HLL
---       10 dirty index  11 registry
+--       10 dirty index (campaign -> unpersisted changes)  11 registry
 -- ARGV: 1 type (t|s|i|x)  2 tenant  3 campaign  4 job  5 user  6 ts (ms)
 --       7 has id (0|1)  8 id ttl (s)  9 target  10 choice  11 node  12 title
 --       13 status  14 day  15 day ttl (s)  16 journal (0|1)
@@ -80,7 +80,8 @@ if not m[1] then
   redis.call('HSET', K_META, 'tenant', tenant)
   redis.call('HSET', KEYS[11], campaign, tenant)
 end
-redis.call('ZADD', KEYS[10], 'NX', now, campaign)
+-- Score: changes not yet persisted; a snapshot subtracts what it saw.
+redis.call('ZINCRBY', KEYS[10], 1, campaign)
 
 local function set_status(key)
   local cur = tonumber(redis.call('HGET', key, 'status_ts'))
@@ -247,12 +248,11 @@ else
 end
 redis.call('HSET', K_USERS, user, cmsgpack.pack(out))
 
-if etype == 'i' then
-  redis.call('HINCRBY', K_CAMP, 'i:' .. ARGV[14], 1)
-  if ARGV[16] == '1' then
-    redis.call('XADD', KEYS[5], '*', 'e',
-      cmsgpack.pack({user, ts, target, choice, node_id or '', ARGV[12]}))
-  end
+if etype == 'i' then redis.call('HINCRBY', K_CAMP, 'i:' .. ARGV[14], 1) end
+-- The journal lists every user event: interactions make journeys, and every
+-- entry tells the snapshot which users' summaries changed.
+if ARGV[16] == '1' then
+  redis.call('XADD', KEYS[5], '*', 'e', cmsgpack.pack({user, ts, etype, target, choice, node_id or '', ARGV[12]}))
 end
 
 local day_ttl = ARGV[15]

@@ -1,0 +1,114 @@
+"""Plans the persistence jobs run against Redis: reading a campaign whole,
+trimming what was persisted, settling change marks and expiring keys.
+
+Kept here, beside the key schema they depend on, so `persist` never builds a
+key name itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .keys import CAMPAIGN_SCOPE
+from .protocol import Protocol
+from .transport import Cmd, Plan, call
+
+
+@dataclass
+class CampaignMeta:
+    campaign: str
+    tenant: str | None
+    jobs: dict[str, int] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
+    completed_at: int | None = None
+
+
+def campaign_meta(p: Protocol, campaign: str) -> Plan:
+    (raw,) = yield from call(p.router, [Cmd(campaign, ("HGETALL", p.keys.meta(campaign)))])
+    meta = CampaignMeta(campaign, raw[b"tenant"].decode() if b"tenant" in raw else None)
+    for f, v in raw.items():
+        if f.startswith(b"j:"):
+            meta.jobs[f[2:].decode()] = int(v)
+        elif f.startswith(b"i:"):
+            meta.names[int(f[2:])] = v.decode()
+    if b"completed_at" in raw:
+        meta.completed_at = int(raw[b"completed_at"])
+    return meta
+
+
+def user_records(p: Protocol, campaign: str, users: list[str]) -> Plan:
+    """Packed records of many users (None for unknown ones), one round trip."""
+    if not users:
+        return []
+    (raw,) = yield from call(p.router, [Cmd(campaign, ("HMGET", p.keys.users(campaign), *users))])
+    return raw
+
+
+def _next_sid(sid: str) -> str:
+    ms, _, seq = sid.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def trim_journal(p: Protocol, campaign: str, job: str, last_sid: str) -> Plan:
+    """Drop journal entries up to and including `last_sid` (they are persisted)."""
+    (removed,) = yield from call(
+        p.router, [Cmd(campaign, ("XTRIM", p.keys.journal(campaign, job), "MINID", _next_sid(last_sid)))]
+    )
+    return removed
+
+
+def pending_changes(p: Protocol, campaign: str) -> Plan:
+    (score,) = yield from call(p.router, [Cmd(campaign, ("ZSCORE", p.keys.dirty(campaign), campaign))])
+    return int(float(score)) if score is not None else 0
+
+
+def settle(p: Protocol, campaign: str, seen: int) -> Plan:
+    """Subtract the changes a snapshot covered; drop marks that reach zero.
+
+    Changes recorded while the snapshot ran keep the mark positive, so they
+    are picked up by the next tick.
+    """
+    key = p.keys.dirty(campaign)
+    yield from call(p.router, [
+        Cmd(campaign, ("ZINCRBY", key, -seen, campaign)),
+        Cmd(campaign, ("ZREMRANGEBYSCORE", key, "-inf", 0)),
+    ])
+
+
+def dirty_campaigns(p: Protocol) -> Plan:
+    """[(campaign, tenant, pending changes)] over every slot of the index."""
+    keys = p.keys.all_index_keys("dirty")
+    cmds = [Cmd(_route(k) if p.router.cluster else None, ("ZRANGE", k, 0, -1, "WITHSCORES")) for k in keys]
+    replies = yield from call(p.router, cmds)
+    found: list[tuple[str, int]] = []
+    for reply in replies:
+        for member, score in _pairs(reply):
+            found.append((member.decode(), int(float(score))))
+    if not found:
+        return []
+    tenants = yield from call(
+        p.router, [Cmd(c, ("HGET", p.keys.registry(c), c)) for c, _ in found]
+    )
+    return [(c, t.decode() if t else None, n) for (c, n), t in zip(found, tenants)]
+
+
+def _route(index_key: str) -> str:
+    """A campaign-like routing value that lands in the same slot as index_key's tag."""
+    return index_key[index_key.index("{") + 1:index_key.index("}")]
+
+
+def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
+    if reply and isinstance(reply[0], tuple):
+        return list(reply)
+    return list(zip(reply[::2], reply[1::2]))
+
+
+def expire_campaign(p: Protocol, campaign: str, jobs: list[str], ttl: int) -> Plan:
+    """Give every key of a finished campaign a retention TTL."""
+    k = p.keys
+    keys = [k.meta(campaign), k.script(campaign), k.users(campaign), k.counters(campaign, None)]
+    for job in jobs:
+        if job != CAMPAIGN_SCOPE:
+            keys += [k.counters(campaign, job), k.journal(campaign, job)]
+    yield from call(p.router, [Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys])

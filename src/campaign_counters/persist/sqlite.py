@@ -1,0 +1,163 @@
+"""SQLite report store: the embedded default, one file, no server.
+
+Documents are stored as JSON next to their natural-key columns; journey
+steps get their own table keyed by journal entry id so merging is an
+INSERT OR IGNORE.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BackendError, ValidationError
+from .store import JOURNEY_FIELDS, ReportStore, sort_steps
+
+SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS campaign_reports (
+    tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, campaign_id, job_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_journeys (
+    tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    doc TEXT NOT NULL, PRIMARY KEY (tenant_id, campaign_id, job_id, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journey_steps (
+    tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    sid TEXT NOT NULL, step TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, campaign_id, job_id, user_id, sid)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS overview_reports (
+    tenant_id TEXT NOT NULL, report_type TEXT NOT NULL, report_date TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, report_type, report_date)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reconcile_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS reconcile_by_tenant ON reconcile_reports (tenant_id, created_at);
+"""
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=False)
+
+
+class SQLiteStore(ReportStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path = url[len("sqlite://"):]
+        if path.startswith("/"):
+            path = path[1:] if path.startswith("//") else path
+        if not path:
+            raise ValidationError("store-url", "sqlite:// needs a file path, e.g. sqlite:///reports.db")
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise BackendError(f"report store {path}: {exc}") from exc
+
+    def _write(self, sql: str, rows: Iterable[tuple]) -> None:
+        try:
+            with self._lock, self._db:
+                self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise BackendError(f"report store {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise BackendError(f"report store {self.path}: {exc}") from exc
+
+    def upsert_campaign_reports(self, docs: Iterable[dict[str, Any]]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO campaign_reports VALUES (?, ?, ?, ?)",
+            ((d["tenant_id"], d["campaign_id"], d["job_id"] or "", _dumps(d)) for d in docs),
+        )
+
+    def campaign_report(self, tenant: str, campaign: str, job: str | None) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT doc FROM campaign_reports WHERE tenant_id=? AND campaign_id=? AND job_id=?",
+            (tenant, campaign, job or ""),
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def campaign_reports(self, tenant: str, campaign: str) -> list[dict[str, Any]]:
+        rows = self._read(
+            "SELECT doc FROM campaign_reports WHERE tenant_id=? AND campaign_id=? ORDER BY job_id",
+            (tenant, campaign),
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def upsert_journeys(self, docs: Iterable[dict[str, Any]]) -> None:
+        docs = list(docs)
+        try:
+            with self._lock, self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO user_journeys VALUES (?, ?, ?, ?, ?)",
+                    (
+                        (d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"],
+                         _dumps({k: v for k, v in d.items() if k != "journey_path"}))
+                        for d in docs
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO journey_steps VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        (d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"], s["sid"], _dumps(s))
+                        for d in docs
+                        for s in d.get("journey_path", ())
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise BackendError(f"report store {self.path}: {exc}") from exc
+
+    def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any] | None:
+        key = (tenant, campaign, job, user)
+        where = "tenant_id=? AND campaign_id=? AND job_id=? AND user_id=?"
+        rows = self._read(f"SELECT doc FROM user_journeys WHERE {where}", key)
+        if not rows:
+            return None
+        doc = json.loads(rows[0][0])
+        steps = self._read(f"SELECT step FROM journey_steps WHERE {where}", key)
+        doc["journey_path"] = sort_steps(json.loads(s[0]) for s in steps)
+        for f in JOURNEY_FIELDS:
+            doc.setdefault(f, None)
+        return doc
+
+    def upsert_overview(self, doc: dict[str, Any]) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO overview_reports VALUES (?, ?, ?, ?)",
+            [(doc["tenant_id"], doc["report_type"], doc["report_date"], _dumps(doc))],
+        )
+
+    def overview(self, tenant: str, report_type: str, report_date: str) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT doc FROM overview_reports WHERE tenant_id=? AND report_type=? AND report_date=?",
+            (tenant, report_type, report_date),
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def insert_reconcile(self, doc: dict[str, Any]) -> None:
+        self._write(
+            "INSERT INTO reconcile_reports (tenant_id, created_at, doc) VALUES (?, ?, ?)",
+            [(doc["tenant_id"], doc["created_at"], _dumps(doc))],
+        )
+
+    def reconcile_reports(self, tenant: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._read(
+            "SELECT doc FROM reconcile_reports WHERE tenant_id=? ORDER BY created_at DESC, id DESC LIMIT ?",
+            (tenant, limit),
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def ping(self) -> None:
+        self._read("SELECT 1", ())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
