@@ -99,7 +99,7 @@ def _route(index_key: str) -> str:
 
 
 def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
-    if reply and isinstance(reply[0], tuple):
+    if reply and isinstance(reply[0], (tuple, list)):
         return list(reply)
     return list(zip(reply[::2], reply[1::2]))
 

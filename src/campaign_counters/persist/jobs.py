@@ -50,7 +50,7 @@ def enqueue_snapshot(queue: Any, tenant: str, campaign: str) -> bool:
         queue.enqueue(
             snapshot_job, tenant, campaign,
             job_id=snapshot_job_id(campaign), unique=True,
-            retry=Retry(max=len(RETRY_INTERVALS), interval=RETRY_INTERVALS),
+            retry=Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS)),
             result_ttl=0, failure_ttl=60, job_timeout=1800,
             description=f"snapshot {tenant}/{campaign}",
         )

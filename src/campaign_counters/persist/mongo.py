@@ -26,7 +26,8 @@ class MongoStore(ReportStore):
         self.url = url
         self._pymongo = pymongo
         self._errors = pymongo.errors.PyMongoError
-        self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=5000, tz_aware=True)
+        options = {} if "serverselectiontimeoutms" in url.lower() else {"serverSelectionTimeoutMS": 5000}
+        self.client = client or pymongo.MongoClient(url, tz_aware=True, **options)
         db_name = urlsplit(url).path.lstrip("/").split("?")[0] or DEFAULT_DB
         self.db = self.client[db_name]
         self.reports = self.db["CampaignReports"]

@@ -1,0 +1,127 @@
+"""One contract suite for every report store: SQLite (real), MongoDB (mongomock,
+or a real server when CAMPAIGN_COUNTERS_TEST_MONGO_URL is set)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from campaign_counters import BackendError, ValidationError
+from campaign_counters.persist import open_store
+from campaign_counters.persist.mongo import MongoStore
+
+MONGO_URL = os.environ.get("CAMPAIGN_COUNTERS_TEST_MONGO_URL")
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/reports.db")
+        yield s
+        s.close()
+        return
+    if MONGO_URL:
+        db = f"cc_test_{uuid.uuid4().hex[:8]}"
+        base = MONGO_URL.rstrip("/")
+        s = open_store(f"{base}/{db}")
+        yield s
+        s.client.drop_database(db)
+        s.close()
+    else:
+        mongomock = pytest.importorskip("mongomock")
+        s = MongoStore("mongodb://mock/cc_test", client=mongomock.MongoClient())
+        yield s
+
+
+def report(job, n, tenant="t1", campaign="c1"):
+    return {
+        "tenant_id": tenant, "campaign_id": campaign, "job_id": job,
+        "target_users_count": n, "sent_users_count": n, "node_analytics": {"a": {"reached_count": n, "choices": {"x": 1}}},
+        "funnel_data": [{"node": "a", "reached_count": n, "conversion_rate": 100.0, "drop_off_rate": 0.0}],
+        "status": "RUNNING", "updated_at": "2026-01-01T00:00:00.000Z", "snapshot_at": "2026-01-01T00:00:01.000Z",
+    }
+
+
+def journey(user, steps, completed=False, job="j1"):
+    return {
+        "tenant_id": "t1", "campaign_id": "c1", "job_id": job, "user_id": user,
+        "journey_path": [{"node": n, "choice": ch, "ts": ts, "sid": sid} for sid, n, ch, ts in steps],
+        "completed": completed, "exit_node": "end" if completed else None,
+        "completion_time": 5.0 if completed else None, "total_interactions": len(steps),
+        "snapshot_at": "2026-01-01T00:00:01.000Z",
+    }
+
+
+def test_campaign_reports_upsert_replaces_by_natural_key(store):
+    store.upsert_campaign_reports([report(None, 1), report("j1", 1), report("j2", 2)])
+    store.upsert_campaign_reports([report(None, 5), report("j1", 7)])
+    assert store.campaign_report("t1", "c1", None)["target_users_count"] == 5
+    assert store.campaign_report("t1", "c1", "j1") == report("j1", 7)
+    assert store.campaign_report("t1", "c1", "j2")["target_users_count"] == 2
+    assert [d["job_id"] for d in store.campaign_reports("t1", "c1")] == [None, "j1", "j2"]
+    assert store.campaign_report("t1", "c1", "j3") is None
+
+
+def test_tenants_are_separate(store):
+    store.upsert_campaign_reports([report(None, 1, tenant="t1"), report(None, 9, tenant="t2", campaign="c9")])
+    assert store.campaign_report("t2", "c1", None) is None
+    assert store.campaign_report("t1", "c9", None) is None
+    assert store.campaign_reports("t2", "c1") == []
+
+
+def test_journey_steps_merge_by_id_and_sort_by_time(store):
+    store.upsert_journeys([journey("u1", [("5-0", "b", "y", 20.0), ("3-0", "a", "x", 10.0)])])
+    store.upsert_journeys([journey("u1", [("5-0", "b", "y", 20.0), ("9-0", "c", None, 15.0)], completed=True)])
+    doc = store.journey("t1", "c1", "j1", "u1")
+    assert [s["sid"] for s in doc["journey_path"]] == ["3-0", "9-0", "5-0"]
+    assert doc["completed"] is True and doc["exit_node"] == "end" and doc["total_interactions"] == 2
+    # same batch again (a retried snapshot): nothing duplicated
+    store.upsert_journeys([journey("u1", [("9-0", "c", None, 15.0)], completed=True)])
+    assert len(store.journey("t1", "c1", "j1", "u1")["journey_path"]) == 3
+    assert store.journey("t1", "c1", "j2", "u1") is None
+
+
+def test_journey_without_steps(store):
+    store.upsert_journeys([journey("u2", [])])
+    doc = store.journey("t1", "c1", "j1", "u2")
+    assert doc["journey_path"] == [] and doc["completed"] is False
+
+
+def test_ties_in_time_keep_journal_order(store):
+    store.upsert_journeys([journey("u1", [("10-1", "b", None, 1.0), ("10-0", "a", None, 1.0), ("2-0", "z", None, 1.0)])])
+    assert [s["node"] for s in store.journey("t1", "c1", "j1", "u1")["journey_path"]] == ["z", "a", "b"]
+
+
+def test_overview_upsert(store):
+    doc = {"tenant_id": "t1", "report_type": "daily", "report_date": "2026-01-02", "campaigns_count": 3}
+    store.upsert_overview(doc)
+    store.upsert_overview({**doc, "campaigns_count": 4})
+    assert store.overview("t1", "daily", "2026-01-02")["campaigns_count"] == 4
+    assert store.overview("t1", "weekly", "2026-01-02") is None
+
+
+def test_reconcile_reports_newest_first(store):
+    for i in range(3):
+        store.insert_reconcile({"tenant_id": "t1", "created_at": f"2026-01-0{i + 1}T00:00:00Z", "drift": [i]})
+    store.insert_reconcile({"tenant_id": "t2", "created_at": "2026-01-09T00:00:00Z", "drift": []})
+    got = store.reconcile_reports("t1", limit=2)
+    assert [d["drift"] for d in got] == [[2], [1]]
+
+
+def test_ping(store):
+    store.ping()
+
+
+def test_bad_store_url():
+    with pytest.raises(ValidationError) as info:
+        open_store("postgres://x/y")
+    assert info.value.field == "store-url"
+
+
+def test_unreachable_mongo_is_a_backend_error_without_password():
+    s = open_store("mongodb://user:s3cret@127.0.0.1:1/db?serverSelectionTimeoutMS=200")
+    with pytest.raises(BackendError) as info:
+        s.upsert_campaign_reports([report(None, 1)])
+    assert "s3cret" not in str(info.value)
