@@ -55,6 +55,10 @@ class KeySchema:
     def meta(self, campaign: str) -> str:
         return self.campaign(campaign) + "m"
 
+    def names(self, campaign: str) -> str:
+        """Hash node index -> node id (counters and records use indexes)."""
+        return self.campaign(campaign) + "names"
+
     def script(self, campaign: str) -> str:
         return self.campaign(campaign) + "script"
 

@@ -1,42 +1,70 @@
 -- Register or replace a campaign's flow graph, binding the campaign to its
--- tenant.  Node indexes are allocated here, once per node id, and never
--- reused: per-user records store indexes, so they must outlive reloads.
+-- tenant.  The graph is written as per-node facts in the meta hash so that
+-- record.lua reads only the nodes an event touches:
+--   n:<id>              "idx|end|successor idxs|predecessor idxs"
+--   start               facts of the start node
+--   pt:<target>         facts of the only node with an edge into target
+--   pl:<target>\31<lbl> facts of the only node whose edge into target has label lbl
+-- Node indexes are allocated once per node id and never reused: user records
+-- store indexes, so they must outlive reloads.
 --
--- KEYS: 1 meta  2 script  3 registry
+-- KEYS: 1 meta  2 script  3 registry  4 names
 -- ARGV: 1 tenant  2 campaign  3 script JSON  4 sha
 --       5 msgpack {node ids, start id, end ids, edges {{src, dst}...},
 --                  unique predecessor map, unique labelled source map}
 -- Returns 1, or -1 when the campaign belongs to another tenant.
 
-local owner = redis.call('HGET', KEYS[1], 'tenant')
+local META = KEYS[1]
+local owner = redis.call('HGET', META, 'tenant')
 if owner and owner ~= ARGV[1] then return -1 end
 if not owner then
-  redis.call('HSET', KEYS[1], 'tenant', ARGV[1])
+  redis.call('HSET', META, 'tenant', ARGV[1])
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 end
 
-local p = cmsgpack.unpack(ARGV[5])
-local names, ix, ends, succ, pred = {}, {}, {}, {}, {}
-for _, id in ipairs(p[1]) do
-  local i = tonumber(redis.call('HGET', KEYS[1], 'n:' .. id))
-  if not i then
-    i = redis.call('HINCRBY', KEYS[1], '#n', 1)
-    redis.call('HSET', KEYS[1], 'n:' .. id, i, 'i:' .. i, id)
+-- Forget the previous graph's derived fields.
+local old = redis.call('HGET', META, 'graph')
+if old then
+  local g = cmsgpack.unpack(old)
+  for _, f in ipairs(g[2]) do redis.call('HDEL', META, f) end
+  for _, id in ipairs(g[3]) do
+    local v = redis.call('HGET', META, 'n:' .. id)
+    if v then redis.call('HSET', META, 'n:' .. id, string.match(v, '^%d+') .. '|0||') end
   end
-  names[i] = id
+end
+redis.call('HDEL', META, 'start')
+
+local p = cmsgpack.unpack(ARGV[5])
+local ix, ends, succ, pred = {}, {}, {}, {}
+for _, id in ipairs(p[1]) do
+  local v = redis.call('HGET', META, 'n:' .. id)
+  local i = v and tonumber(string.match(v, '^%d+'))
+  if not i then
+    i = redis.call('HINCRBY', META, '#n', 1)
+    redis.call('HSET', KEYS[4], i, id)
+  end
   ix[id] = i
+  succ[id], pred[id] = {}, {}
 end
-for _, id in ipairs(p[3]) do ends[ix[id]] = 1 end
+for _, id in ipairs(p[3]) do ends[id] = true end
 for _, e in ipairs(p[4]) do
-  local s, d = ix[e[1]], ix[e[2]]
-  succ[s] = succ[s] or {}
-  table.insert(succ[s], d)
-  pred[d] = pred[d] or {}
-  table.insert(pred[d], s)
+  table.insert(succ[e[1]], ix[e[2]])
+  table.insert(pred[e[2]], ix[e[1]])
 end
-local start = 0
-if p[2] ~= '' then start = ix[p[2]] end
-local graph = {ARGV[4], start, names, ix, ends, succ, pred, p[5], p[6]}
-redis.call('HSET', KEYS[1], 'graph', cmsgpack.pack(graph), 'script_sha', ARGV[4])
+local function facts(id)
+  return ix[id] .. '|' .. (ends[id] and '1' or '0') .. '|' .. table.concat(succ[id], ',') .. '|' .. table.concat(pred[id], ',')
+end
+for _, id in ipairs(p[1]) do redis.call('HSET', META, 'n:' .. id, facts(id)) end
+if p[2] ~= '' then redis.call('HSET', META, 'start', facts(p[2])) end
+local derived = {}
+for target, src in pairs(p[5]) do
+  redis.call('HSET', META, 'pt:' .. target, facts(src))
+  derived[#derived + 1] = 'pt:' .. target
+end
+for key, src in pairs(p[6]) do
+  redis.call('HSET', META, 'pl:' .. key, facts(src))
+  derived[#derived + 1] = 'pl:' .. key
+end
+redis.call('HSET', META, 'graph', cmsgpack.pack({ARGV[4], derived, p[1]}), 'script_sha', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3])
 return 1

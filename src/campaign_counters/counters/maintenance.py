@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .keys import CAMPAIGN_SCOPE
-from .protocol import Protocol
+from .protocol import Protocol, parse_names
 from .transport import Cmd, Plan, call
 
 
@@ -25,13 +25,14 @@ class CampaignMeta:
 
 
 def campaign_meta(p: Protocol, campaign: str) -> Plan:
-    (raw,) = yield from call(p.router, [Cmd(campaign, ("HGETALL", p.keys.meta(campaign)))])
-    meta = CampaignMeta(campaign, raw[b"tenant"].decode() if b"tenant" in raw else None)
+    raw, names = yield from call(p.router, [
+        Cmd(campaign, ("HGETALL", p.keys.meta(campaign))),
+        Cmd(campaign, ("HGETALL", p.keys.names(campaign))),
+    ])
+    meta = CampaignMeta(campaign, raw[b"tenant"].decode() if b"tenant" in raw else None, names=parse_names(names))
     for f, v in raw.items():
         if f.startswith(b"j:"):
             meta.jobs[f[2:].decode()] = int(v)
-        elif f.startswith(b"i:"):
-            meta.names[int(f[2:])] = v.decode()
     if b"completed_at" in raw:
         meta.completed_at = int(raw[b"completed_at"])
     return meta
@@ -107,7 +108,7 @@ def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
 def expire_campaign(p: Protocol, campaign: str, jobs: list[str], ttl: int) -> Plan:
     """Give every key of a finished campaign a retention TTL."""
     k = p.keys
-    keys = [k.meta(campaign), k.script(campaign), k.users(campaign), k.counters(campaign, None)]
+    keys = [k.meta(campaign), k.script(campaign), k.names(campaign), k.users(campaign), k.counters(campaign, None)]
     for job in jobs:
         if job != CAMPAIGN_SCOPE:
             keys += [k.counters(campaign, job), k.journal(campaign, job)]

@@ -109,6 +109,7 @@ class Protocol:
             k.day_users(c, day, "i"),
             k.dirty(c),
             k.registry(c),
+            k.names(c),
         )
         argv = (
             TYPE_CODES[ev.type], ev.tenant, c, job, ev.user or "", ev.ts_ms,
@@ -217,7 +218,7 @@ class Protocol:
             ]
         )
         k = self.keys
-        keys = (k.meta(campaign), k.script(campaign), k.registry(campaign))
+        keys = (k.meta(campaign), k.script(campaign), k.registry(campaign), k.names(campaign))
         argv = (tenant, campaign, graph.raw, graph.sha, payload)
         cmd = Cmd(campaign, ("EVALSHA", LOAD_SCRIPT.sha, len(keys), *keys, *argv), LOAD_SCRIPT)
         (reply,) = yield from call(self.router, [cmd])
@@ -265,16 +266,16 @@ class Protocol:
         if job is not None:
             check_id("job", job)
         k = self.keys
-        reads = [Cmd(campaign, ("HGETALL", k.counters(campaign, job)))]
+        reads = [Cmd(campaign, ("HGETALL", k.counters(campaign, job))), Cmd(campaign, ("HGETALL", k.names(campaign)))]
         if job is not None:
             reads.append(Cmd(campaign, ("HMGET", k.counters(campaign), "status")))
         sha, replies = yield from self._owned(tenant, campaign, reads)
         if job is not None and not replies[0]:
             raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
         graph = yield from self._graph(campaign, sha)
-        agg = parse_counters(replies[0])
-        if agg.status is None and job is not None and replies[1][0]:
-            agg.status = replies[1][0].decode()
+        agg = parse_counters(replies[0], parse_names(replies[1]))
+        if agg.status is None and job is not None and replies[2][0]:
+            agg.status = replies[2][0].decode()
         return build_report(tenant, campaign, job, agg, graph)
 
     def plan_journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> Plan:
@@ -292,7 +293,7 @@ class Protocol:
         state = UserState.from_record(record)
         names: dict[int, str] = {}
         if state.exit:
-            (name,) = yield from call(self.router, [Cmd(campaign, ("HGET", k.meta(campaign), f"i:{state.exit}"))])
+            (name,) = yield from call(self.router, [Cmd(campaign, ("HGET", k.names(campaign), state.exit))])
             if name:
                 names[state.exit] = name.decode()
         steps = []
@@ -393,8 +394,12 @@ def journal_step(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
     }
 
 
-def parse_counters(raw: Mapping[bytes, bytes]) -> Aggregate:
-    """Read a counters hash (one scope) into an Aggregate."""
+def parse_names(raw: Mapping[bytes, bytes]) -> dict[int, str]:
+    return {int(i): n.decode() for i, n in raw.items()}
+
+
+def parse_counters(raw: Mapping[bytes, bytes], names: Mapping[int, str]) -> Aggregate:
+    """Read a counters hash (one scope; nodes by index) into an Aggregate."""
     agg = Aggregate()
     simple = {
         b"target": "target", b"sent": "sent", b"interacted": "interacted", b"completed": "completed",
@@ -404,12 +409,12 @@ def parse_counters(raw: Mapping[bytes, bytes]) -> Aggregate:
         if f in simple:
             setattr(agg, simple[f], int(v))
         elif f.startswith(b"r:"):
-            agg.reached[f[2:].decode()] = int(v)
+            agg.reached[names[int(f[2:])]] = int(v)
         elif f.startswith(b"k:"):
-            agg.continued[f[2:].decode()] = int(v)
+            agg.continued[names[int(f[2:])]] = int(v)
         elif f.startswith(b"ch:"):
             node, _, choice = f[3:].decode().partition(SEP)
-            agg.choices.setdefault(node, {})[choice] = int(v)
+            agg.choices.setdefault(names[int(node)], {})[choice] = int(v)
         elif f == b"status":
             agg.status = v.decode()
         elif f == b"updated_at":

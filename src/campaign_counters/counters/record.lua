@@ -3,17 +3,19 @@
 -- Per user and campaign there is one hash field holding a record per job the
 -- user was seen in (plus a campaign-wide record once a user is in two jobs).
 -- A record keeps what the metrics need: flags, earliest timestamps, the nodes
--- reached and the nodes the user continued from.  Counters are the sum over
--- users of each record's contribution, so an event only has to add the
--- difference between the new and the old contribution of the records it
--- changes: exact, O(nodes) and independent of arrival order.
+-- reached and the nodes the user went on from.  Counters are the sum over
+-- users of what their records contribute, so an event adds exactly the
+-- change it made to one record: exact, O(nodes), independent of arrival order.
+--
+-- The script reads graph facts of the few nodes an event touches from the
+-- meta hash (written by load_script.lua), never the whole graph.
 --
 -- All reads and checks happen before the first write: Redis does not roll a
 -- script back, so a rejected event must leave nothing behind.
 --
 -- KEYS: 1 meta  2 users  3 job counters  4 campaign counters  5 journal
 --       6 idempotency  7 day-any HLL  8 day-sent HLL  9 day-interacted HLL
---       10 dirty index (campaign -> unpersisted changes)  11 registry
+--       10 dirty index (campaign -> unpersisted changes)  11 registry  12 names
 -- ARGV: 1 type (t|s|i|x)  2 tenant  3 campaign  4 job  5 user  6 ts (ms)
 --       7 has id (0|1)  8 id ttl (s)  9 target  10 choice  11 node  12 title
 --       13 status  14 day  15 day ttl (s)  16 journal (0|1)
@@ -27,45 +29,38 @@ local target, choice, node = ARGV[9], ARGV[10], ARGV[11]
 local MAX_NODES = 4096
 local SEP = '\31'
 
-local m = redis.call('HMGET', K_META, 'tenant', 'graph', 'j:' .. job)
+-- Node facts: "idx|end(0/1)|successor idxs|predecessor idxs".
+local function facts(v)
+  if not v then return nil end
+  local idx, fin, succ, pred = string.match(v, '^(%d+)|(%d)|([%d,]*)|([%d,]*)$')
+  return {idx = tonumber(idx), fin = fin == '1', succ = succ, pred = pred}
+end
+
+local m
+if etype == 'i' then
+  m = redis.call('HMGET', K_META, 'tenant', 'j:' .. job, 'start', 'n:' .. target,
+    node ~= '' and 'n:' .. node or 'n:', 'pt:' .. target, 'pl:' .. target .. SEP .. choice, '#n')
+else
+  m = redis.call('HMGET', K_META, 'tenant', 'j:' .. job, 'start')
+end
 if m[1] and m[1] ~= tenant then
   redis.call('HINCRBY', K_META, 'rejected', 1)
   return -1
 end
 
-local g = m[2] and cmsgpack.unpack(m[2]) or nil
--- graph: 1 sha 2 start idx 3 names (idx->id) 4 ix (id->idx) 5 ends (idx->1)
---        6 succ (idx->list) 7 pred (idx->list) 8 unique predecessor
---        9 unique labelled source
-local names = g and g[3] or {}
-local ix = g and g[4] or {}
-local ends = g and g[5] or {}
-local succ = g and g[6] or {}
-local pred = g and g[7] or {}
-
--- Resolve node indexes before any write; unknown nodes get one allocated.
-local tidx, nidx, node_id
-local to_alloc = {}
-local function lookup(id)
-  local i = ix[id]
-  if i then return i end
-  i = tonumber(redis.call('HGET', K_META, 'n:' .. id))
-  if i then return i end
-  to_alloc[#to_alloc + 1] = id
-  return nil
-end
+local tf, nf, new_nodes = nil, nil, 0
 if etype == 'i' then
-  tidx = lookup(target)
-  node_id = node
-  if node_id == '' and g then
-    node_id = g[8][target] or (choice ~= '' and g[9][target .. SEP .. choice]) or ''
+  tf = facts(m[4])
+  if not tf then new_nodes = 1 end
+  if node ~= '' then
+    if node == target then nf = tf else
+      nf = facts(m[5])
+      if not nf then new_nodes = new_nodes + 1 end
+    end
+  else
+    nf = facts(m[6]) or (choice ~= '' and facts(m[7])) or nil
   end
-  if node_id ~= '' and node_id ~= target then nidx = lookup(node_id) end
-  if node_id == target then nidx = tidx end
-  if #to_alloc > 0 then
-    local used = tonumber(redis.call('HGET', K_META, '#n') or '0')
-    if used + #to_alloc > MAX_NODES then return -2 end
-  end
+  if new_nodes > 0 and tonumber(m[8] or '0') + new_nodes > MAX_NODES then return -2 end
 end
 
 if ARGV[7] == '1' then
@@ -99,27 +94,22 @@ if etype == 'x' then
   return 1
 end
 
-for _, id in ipairs(to_alloc) do
+local function allocate(id)
   local i = redis.call('HINCRBY', K_META, '#n', 1)
-  redis.call('HSET', K_META, 'n:' .. id, i, 'i:' .. i, id)
-  names[i] = id
-  if id == target then tidx = i end
-  if id == node_id then nidx = i end
+  local f = i .. '|0||'
+  redis.call('HSET', K_META, 'n:' .. id, f)
+  redis.call('HSET', KEYS[12], i, id)
+  return facts(f)
+end
+if etype == 'i' then
+  if not tf then tf = allocate(target) end
+  if node ~= '' and not nf then nf = node == target and tf or allocate(node) end
 end
 
-local ji = tonumber(m[3])
+local ji = tonumber(m[2])
 if not ji then
   ji = redis.call('HINCRBY', K_META, '#j', 1)
-  redis.call('HSET', K_META, 'j:' .. job, ji, 'jn:' .. ji, job)
-end
-
-local function name_of(i)
-  local n = names[i]
-  if not n then
-    n = redis.call('HGET', K_META, 'i:' .. i)
-    names[i] = n
-  end
-  return n
+  redis.call('HSET', K_META, 'j:' .. job, ji)
 end
 
 -- A record: {job idx, flags, first ts, sent-first, end-first, exit idx,
@@ -146,105 +136,120 @@ local function encode(ji_, s)
           s.fin >= 0 and s.fin - s.first or -1, s.exit, s.n, sorted_keys(s.R), sorted_keys(s.K)}
 end
 
-local EMPTY = {flags = 0, first = -1, sent = -1, fin = -1, exit = 0, n = 0, R = {}, K = {}}
+local function empty()
+  return {flags = 0, first = -1, sent = -1, fin = -1, exit = 0, n = 0, R = {}, K = {}}
+end
 
-local start = g and g[2] or 0
-local is_end = tidx and ends[tidx] ~= nil
+local start = facts(m[3])
 
-local function apply(o)
-  local s = {flags = o.flags, first = o.first, sent = o.sent, fin = o.fin, exit = o.exit, n = o.n, R = {}, K = {}}
-  for i in pairs(o.R) do s.R[i] = true end
-  s.flags = bit.bor(s.flags, 1)
+local function name_of(i)
+  return redis.call('HGET', KEYS[12], i) or ''
+end
+
+local function completion(s)
+  if bit.band(s.flags, 8) == 0 then return nil end
+  return s.fin - (s.sent >= 0 and s.sent or s.first)
+end
+
+-- Apply the event to a record in place; return the counter changes it makes.
+local function apply(s)
+  local d = {}
+  local before = completion(s)
+  local function flag(b, field)
+    if bit.band(s.flags, b) == 0 then
+      s.flags = bit.bor(s.flags, b)
+      d[field] = 1
+    end
+  end
+  local function continued(i)
+    if not s.K[i] then
+      s.K[i] = true
+      d['k:' .. i] = 1
+    end
+  end
+  local function reach(f)
+    if s.R[f.idx] then return end
+    s.R[f.idx] = true
+    d['r:' .. f.idx] = 1
+    for x in string.gmatch(f.succ, '%d+') do
+      if s.R[tonumber(x)] then continued(f.idx) break end
+    end
+    for x in string.gmatch(f.pred, '%d+') do
+      local p = tonumber(x)
+      if s.R[p] then continued(p) end
+    end
+  end
+  flag(1, 'target')
   if s.first < 0 or ts < s.first then s.first = ts end
   if etype == 's' then
-    s.flags = bit.bor(s.flags, 2)
+    flag(2, 'sent')
     if s.sent < 0 or ts < s.sent then s.sent = ts end
-    if start > 0 then s.R[start] = true end
+    if start then reach(start) end
   elseif etype == 'i' then
-    s.flags = bit.bor(s.flags, 4)
+    flag(4, 'interacted')
     s.n = s.n + 1
-    s.R[tidx] = true
-    if nidx then s.R[nidx] = true end
-    if is_end then
-      s.flags = bit.bor(s.flags, 8)
-      if s.fin < 0 or ts < s.fin or (ts == s.fin and target < name_of(s.exit)) then
+    d.interactions = 1
+    reach(tf)
+    if nf then
+      reach(nf)
+      if choice ~= '' then d['ch:' .. nf.idx .. SEP .. choice] = 1 end
+    end
+    if tf.fin then
+      flag(8, 'completed')
+      if s.fin < 0 or ts < s.fin or (ts == s.fin and tf.idx ~= s.exit and target < name_of(s.exit)) then
         s.fin = ts
-        s.exit = tidx
+        s.exit = tf.idx
       end
     end
   end
-  for i in pairs(s.R) do
-    local out = succ[i]
-    if out then
-      for _, j in ipairs(out) do
-        if s.R[j] then s.K[i] = true; break end
-      end
-    end
-  end
-  return s
+  local after = completion(s)
+  if after and after ~= (before or 0) then d.ct_ms = after - (before or 0) end
+  return d
 end
 
--- What one record adds to its scope's counters.
-local function contribution(s)
-  local c = {}
-  if bit.band(s.flags, 1) ~= 0 then c.target = 1 end
-  if bit.band(s.flags, 2) ~= 0 then c.sent = 1 end
-  if bit.band(s.flags, 4) ~= 0 then c.interacted = 1 end
-  if bit.band(s.flags, 8) ~= 0 then
-    c.completed = 1
-    local base = s.sent >= 0 and s.sent or s.first
-    c.ct_ms = s.fin - base
-  end
-  for i in pairs(s.R) do c['r:' .. name_of(i)] = 1 end
-  for i in pairs(s.K) do c['k:' .. name_of(i)] = 1 end
-  return c
-end
-
-local function add_delta(key, old, new)
-  local a, b = contribution(old), contribution(new)
-  for f, v in pairs(b) do
-    local d = v - (a[f] or 0)
-    if d ~= 0 then redis.call('HINCRBY', key, f, d) end
-  end
-  for f, v in pairs(a) do
-    if b[f] == nil then redis.call('HINCRBY', key, f, -v) end
-  end
-  if etype == 'i' then
-    redis.call('HINCRBY', key, 'interactions', 1)
-    if choice ~= '' and nidx then
-      redis.call('HINCRBY', key, 'ch:' .. name_of(nidx) .. SEP .. choice, 1)
+-- Counter values are written back whole: one HMGET and one HSET per scope.
+local function add(key, d)
+  local fields = {}
+  for f in pairs(d) do fields[#fields + 1] = f end
+  local args = {'updated_at', now}
+  if #fields > 0 then
+    local cur = redis.call('HMGET', key, unpack(fields))
+    for i, f in ipairs(fields) do
+      args[#args + 1] = f
+      args[#args + 1] = string.format('%d', (tonumber(cur[i]) or 0) + d[f])
     end
   end
-  redis.call('HSET', key, 'updated_at', now)
+  redis.call('HSET', key, unpack(args))
 end
 
 -- Load the user's records.
 local raw = redis.call('HGET', K_USERS, user)
 local recs = raw and cmsgpack.unpack(raw) or {}
-local job_old, camp_old, others = nil, nil, {}
+local job_s, camp_s, others = nil, nil, {}
 for _, r in ipairs(recs) do
-  if r[1] == ji then job_old = decode(r)
-  elseif r[1] == 0 then camp_old = decode(r)
+  if r[1] == ji then job_s = decode(r)
+  elseif r[1] == 0 then camp_s = decode(r)
   else others[#others + 1] = r end
 end
-if not camp_old then
-  -- With at most one job the campaign record is that job's record.
-  if #others == 1 then camp_old = decode(others[1]) else camp_old = job_old or EMPTY end
-end
-job_old = job_old or EMPTY
 
-local job_new = apply(job_old)
-add_delta(K_JOB, job_old, job_new)
 local out
 if #others == 0 then
-  add_delta(K_CAMP, job_old, job_new)
-  out = {encode(ji, job_new)}
+  -- Only this job so far: the campaign record is the job's record.
+  job_s = job_s or empty()
+  local d = apply(job_s)
+  add(K_JOB, d)
+  add(K_CAMP, d)
+  out = {encode(ji, job_s)}
 else
-  local camp_new = apply(camp_old)
-  add_delta(K_CAMP, camp_old, camp_new)
+  -- A user seen in exactly one other job so far: that job's record is the
+  -- campaign record (from the second job on, record 0 is stored).
+  if not camp_s then camp_s = decode(others[1]) end
+  job_s = job_s or empty()
+  add(K_JOB, apply(job_s))
+  add(K_CAMP, apply(camp_s))
   out = others
-  out[#out + 1] = encode(ji, job_new)
-  out[#out + 1] = encode(0, camp_new)
+  out[#out + 1] = encode(ji, job_s)
+  out[#out + 1] = encode(0, camp_s)
 end
 redis.call('HSET', K_USERS, user, cmsgpack.pack(out))
 
@@ -252,7 +257,7 @@ if etype == 'i' then redis.call('HINCRBY', K_CAMP, 'i:' .. ARGV[14], 1) end
 -- The journal lists every user event: interactions make journeys, and every
 -- entry tells the snapshot which users' summaries changed.
 if ARGV[16] == '1' then
-  redis.call('XADD', KEYS[5], '*', 'e', cmsgpack.pack({user, ts, etype, target, choice, node_id or '', ARGV[12]}))
+  redis.call('XADD', KEYS[5], '*', 'e', cmsgpack.pack({user, ts, etype, target, choice, nf and nf.idx or 0, ARGV[12]}))
 end
 
 local day_ttl = ARGV[15]
