@@ -12,11 +12,12 @@ import asyncio
 import logging
 from typing import Any, Iterable, Mapping
 
+import hiredis
 import redis
 import redis.asyncio as aredis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -28,6 +29,35 @@ from .protocol import FAILED, Protocol, RecordResult, Settings
 from .transport import Address, Batches, Cmd, Plan, RefreshTopology, call
 
 log = logging.getLogger(__name__)
+CLUSTER_SLOTS = ("CLUSTER", "SLOTS")
+
+
+def pack(cmds: list[tuple]) -> bytes:
+    return b"".join(hiredis.pack_command(c) for c in cmds)
+
+
+def read_one(read: Any) -> Any:
+    try:
+        return read()
+    except ResponseError as exc:
+        return exc
+
+
+async def read_one_async(read: Any) -> Any:
+    try:
+        return await read()
+    except ResponseError as exc:
+        return exc
+
+
+def first_answer(replies: Iterable[Any]) -> Any:
+    """The first non-error reply of several nodes asked the same thing."""
+    last: Exception | None = None
+    for reply in replies:
+        if not isinstance(reply, Exception):
+            return reply
+        last = reply
+    raise last or BackendError("no cluster node to ask for the topology")
 _NO_RETRY = dict(retry=Retry(NoBackoff(), 0), retry_on_error=[])
 
 
@@ -73,25 +103,23 @@ class Counters(_Base):
 
     _module = redis
 
+    def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
+        """Send a batch and read raw replies; errors are returned in place."""
+        pool = self._client(addr).connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([pack(cmds)], check_health=False)
+            return [read_one(conn.read_response) for _ in cmds]
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            conn.disconnect()
+            return [exc] * len(cmds)
+        finally:
+            pool.release(conn)
+
     def _io(self, request: Any) -> Any:
         if isinstance(request, RefreshTopology):
-            last: Exception | None = None
-            for addr in self._refresh_sources():
-                try:
-                    return self._client(addr).execute_command("CLUSTER", "SLOTS")
-                except RedisError as exc:
-                    last = exc
-            raise last or BackendError("no cluster node to ask for the topology")
-        out = {}
-        for addr, cmds in request.by_node.items():
-            pipe = self._client(addr).pipeline(transaction=False)
-            for args in cmds:
-                pipe.execute_command(*args)
-            try:
-                out[addr] = pipe.execute(raise_on_error=False)
-            except RedisError as exc:
-                out[addr] = [exc] * len(cmds)
-        return out
+            return first_answer(self._pipeline(a, [CLUSTER_SLOTS])[0] for a in self._refresh_sources())
+        return {addr: self._pipeline(addr, cmds) for addr, cmds in request.by_node.items()}
 
     def _run(self, plan: Plan) -> Any:
         reply = None
@@ -153,23 +181,24 @@ class AsyncCounters(_Base):
         self.max_in_flight = 10000
 
     async def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
-        pipe = self._client(addr).pipeline(transaction=False)
-        for args in cmds:
-            pipe.execute_command(*args)
+        pool = self._client(addr).connection_pool
+        conn = await pool.get_connection()
         try:
-            return await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+            await conn.send_packed_command([pack(cmds)], check_health=False)
+            return [await read_one_async(conn.read_response) for _ in cmds]
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await conn.disconnect()
             return [exc] * len(cmds)
+        except BaseException:
+            await conn.disconnect()  # cancelled mid-batch: replies would be left unread
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _io(self, request: Any) -> Any:
         if isinstance(request, RefreshTopology):
-            last: Exception | None = None
-            for addr in self._refresh_sources():
-                try:
-                    return await self._client(addr).execute_command("CLUSTER", "SLOTS")
-                except RedisError as exc:
-                    last = exc
-            raise last or BackendError("no cluster node to ask for the topology")
+            replies = [(await self._pipeline(a, [CLUSTER_SLOTS]))[0] for a in self._refresh_sources()]
+            return first_answer(replies)
         nodes = list(request.by_node)
         replies = await asyncio.gather(*(self._pipeline(a, request.by_node[a]) for a in nodes))
         return dict(zip(nodes, replies))

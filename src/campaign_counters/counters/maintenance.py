@@ -12,7 +12,7 @@ from typing import Any
 
 from .keys import CAMPAIGN_SCOPE
 from .protocol import Protocol, parse_names
-from .transport import Cmd, Plan, call
+from .transport import Cmd, Plan, as_dict, call
 
 
 @dataclass
@@ -29,6 +29,7 @@ def campaign_meta(p: Protocol, campaign: str) -> Plan:
         Cmd(campaign, ("HGETALL", p.keys.meta(campaign))),
         Cmd(campaign, ("HGETALL", p.keys.names(campaign))),
     ])
+    raw = as_dict(raw)
     meta = CampaignMeta(campaign, raw[b"tenant"].decode() if b"tenant" in raw else None, names=parse_names(names))
     for f, v in raw.items():
         if f.startswith(b"j:"):

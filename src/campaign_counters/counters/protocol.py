@@ -22,12 +22,13 @@ from ..events import Event, check_id, parse_event
 from ..reports import Aggregate, build_report
 from ..script import SEP, FlowGraph, ScriptCache, parse_script
 from .keys import KeySchema
-from .transport import Cmd, LuaScript, Plan, Router, call, execute
+from .transport import Cmd, LuaScript, Plan, Router, as_dict, call, execute
 
 RECORD = LuaScript.load("record.lua")
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
 
 TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
+DAY_KIND = {"sent": "s", "interaction": "i"}
 APPLIED, DUPLICATE, REJECTED, FAILED = "applied", "duplicate", "rejected", "failed"
 _LUA_REJECTIONS = {
     -1: ("campaign", "belongs to another tenant"),
@@ -83,6 +84,7 @@ class Protocol:
         self.router = Router(cluster=cluster)
         self.scripts = script_cache or ScriptCache()
         self._tz: dict[str, tuple[float, ZoneInfo]] = {}
+        self._expiring: set[str] = set()  # day HLL keys this client already gave a TTL
         self.stats: dict[str, int] = {"applied": 0, "duplicates": 0, "rejected": 0, "failed": 0}
 
     # -- recording -----------------------------------------------------------
@@ -163,8 +165,22 @@ class Protocol:
                 result.outcomes[i] = FAILED
                 result.errors.append((i, f"{type(exc).__name__}: {exc}"))
             return
-        cmds = [self._record_cmd(ev, self._day(ev.tenant, ev.ts_ms)) for _, ev in batch]
+        cmds = []
+        expiring: dict[str, str] = {}
+        for _, ev in batch:
+            day = self._day(ev.tenant, ev.ts_ms)
+            cmds.append(self._record_cmd(ev, day))
+            if ev.type != "status":
+                for kind in ("a", DAY_KIND.get(ev.type)):
+                    if kind and (key := self.keys.day_users(ev.campaign, day, kind)) not in self._expiring:
+                        expiring[key] = ev.campaign
+        cmds += [Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in expiring.items()]
         replies = yield from execute(self.router, cmds)
+        for key, reply in zip(expiring, replies[len(batch):]):
+            if reply == 1:
+                self._expiring.add(key)
+        if len(self._expiring) > 100_000:
+            self._expiring.clear()
         for (i, _), reply in zip(batch, replies):
             if isinstance(reply, Exception):
                 result.failed += 1
@@ -252,30 +268,51 @@ class Protocol:
     # -- reading ---------------------------------------------------------------
 
     def _owned(self, tenant: str, campaign: str, extra: list[Cmd]) -> Plan:
-        """Meta (tenant, script sha) plus `extra`, raising NotFound for foreign campaigns."""
+        """Meta hash plus `extra`, raising NotFound for foreign campaigns."""
         check_id("tenant", tenant)
         check_id("campaign", campaign)
-        meta = Cmd(campaign, ("HMGET", self.keys.meta(campaign), "tenant", "script_sha"))
+        meta = Cmd(campaign, ("HGETALL", self.keys.meta(campaign)))
         replies = yield from call(self.router, [meta, *extra])
-        owner, sha = replies[0]
+        meta = as_dict(replies[0])
+        owner = meta.get(b"tenant")
         if owner is None or owner.decode() != tenant:
             raise NotFound(f"campaign {campaign!r} of tenant {tenant!r} has no data")
-        return sha, replies[1:]
+        return meta, replies[1:]
 
     def plan_report(self, tenant: str, campaign: str, job: str | None = None) -> Plan:
+        """Read in O(nodes x jobs): a job's counters, or every job's plus corrections."""
         if job is not None:
             check_id("job", job)
         k = self.keys
-        reads = [Cmd(campaign, ("HGETALL", k.counters(campaign, job))), Cmd(campaign, ("HGETALL", k.names(campaign)))]
+        reads = [Cmd(campaign, ("HGETALL", k.counters(campaign))), Cmd(campaign, ("HGETALL", k.names(campaign)))]
+        meta, (camp_raw, names_raw) = yield from self._owned(tenant, campaign, reads)
+        jobs = [f[2:].decode() for f in meta if f.startswith(b"j:")]
         if job is not None:
-            reads.append(Cmd(campaign, ("HMGET", k.counters(campaign), "status")))
-        sha, replies = yield from self._owned(tenant, campaign, reads)
-        if job is not None and not replies[0]:
-            raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
+            if job not in jobs:
+                raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
+            jobs = [job]
+        cmds = [Cmd(campaign, ("HGETALL", k.counters(campaign, j))) for j in jobs]
+        cmds += [Cmd(campaign, ("XINFO", "STREAM", k.journal(campaign, j))) for j in jobs]
+        replies = yield from execute(self.router, cmds)
+        for reply in replies[:len(jobs)]:
+            if isinstance(reply, Exception):
+                raise reply
+        parts = [as_dict(r) for r in replies[:len(jobs)]]
+        campaign_fields = as_dict(camp_raw)
+        if job is None:
+            parts.append(campaign_fields)
+        agg = parse_counters(sum_counters(parts), parse_names(names_raw))
+        own = parts[0] if job is not None else campaign_fields
+        status = own.get(b"status") or campaign_fields.get(b"status")
+        agg.status = status.decode() if status else None
+        changed = [int(own[b"updated_at"])] if b"updated_at" in own else []
+        for info in replies[len(jobs):]:
+            if not isinstance(info, Exception):
+                last = as_dict(info).get(b"last-generated-id", b"0-0")
+                changed.append(sid_order(last.decode())[0])
+        agg.updated_at_ms = max(changed) if changed and max(changed) else None
+        sha = meta.get(b"script_sha")
         graph = yield from self._graph(campaign, sha)
-        agg = parse_counters(replies[0], parse_names(replies[1]))
-        if agg.status is None and job is not None and replies[2][0]:
-            agg.status = replies[2][0].decode()
         return build_report(tenant, campaign, job, agg, graph)
 
     def plan_journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> Plan:
@@ -312,7 +349,7 @@ class Protocol:
         """One page of a job's journal, oldest first, entries decoded with their `sid`."""
         key = self.keys.journal(campaign, job)
         (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, start, "+", "COUNT", count or JOURNAL_PAGE))])
-        return [dict(journal_step(fields), sid=entry_id.decode()) for entry_id, fields in entries]
+        return [dict(journal_step(as_dict(fields)), sid=entry_id.decode()) for entry_id, fields in entries]
 
 
 JOURNAL_PAGE = 5000
@@ -394,11 +431,25 @@ def journal_step(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
     }
 
 
-def parse_names(raw: Mapping[bytes, bytes]) -> dict[int, str]:
-    return {int(i): n.decode() for i, n in raw.items()}
+def parse_names(raw: Any) -> dict[int, str]:
+    return {int(i): n.decode() for i, n in as_dict(raw).items()}
 
 
-def parse_counters(raw: Mapping[bytes, bytes], names: Mapping[int, str]) -> Aggregate:
+METRIC_FIELDS = (b"target", b"sent", b"interacted", b"completed", b"interactions", b"ct_ms")
+METRIC_PREFIXES = (b"r:", b"k:", b"ch:")
+
+
+def sum_counters(parts: Iterable[Mapping[bytes, bytes]]) -> dict[bytes, int]:
+    """Add counters hashes field by field (metric fields only)."""
+    total: dict[bytes, int] = {}
+    for part in parts:
+        for f, v in part.items():
+            if f in METRIC_FIELDS or f.startswith(METRIC_PREFIXES):
+                total[f] = total.get(f, 0) + int(v)
+    return total
+
+
+def parse_counters(raw: Mapping[bytes, Any], names: Mapping[int, str]) -> Aggregate:
     """Read a counters hash (one scope; nodes by index) into an Aggregate."""
     agg = Aggregate()
     simple = {
@@ -415,10 +466,6 @@ def parse_counters(raw: Mapping[bytes, bytes], names: Mapping[int, str]) -> Aggr
         elif f.startswith(b"ch:"):
             node, _, choice = f[3:].decode().partition(SEP)
             agg.choices.setdefault(names[int(node)], {})[choice] = int(v)
-        elif f == b"status":
-            agg.status = v.decode()
-        elif f == b"updated_at":
-            agg.updated_at_ms = int(v)
     agg.reached = {n: c for n, c in agg.reached.items() if c}
     agg.continued = {n: c for n, c in agg.continued.items() if c}
     return agg

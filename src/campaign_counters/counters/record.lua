@@ -16,9 +16,11 @@
 -- KEYS: 1 meta  2 users  3 job counters  4 campaign counters  5 journal
 --       6 idempotency  7 day-any HLL  8 day-sent HLL  9 day-interacted HLL
 --       10 dirty index (campaign -> unpersisted changes)  11 registry  12 names
+-- Job counters hold a job's metrics; the last change of a job is its journal's
+-- last id, so the hot path writes no timestamps.
 -- ARGV: 1 type (t|s|i|x)  2 tenant  3 campaign  4 job  5 user  6 ts (ms)
 --       7 has id (0|1)  8 id ttl (s)  9 target  10 choice  11 node  12 title
---       13 status  14 day  15 day ttl (s)  16 journal (0|1)
+--       13 status  14 day  15 (unused)  16 journal (0|1)
 -- Returns 1 applied, 0 duplicate id, -1 campaign bound to another tenant,
 --         -2 too many distinct nodes.
 
@@ -68,8 +70,6 @@ if ARGV[7] == '1' then
 end
 
 -- From here on: writes.
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
 
 if not m[1] then
   redis.call('HSET', K_META, 'tenant', tenant)
@@ -78,7 +78,7 @@ end
 -- Score: changes not yet persisted; a snapshot subtracts what it saw.
 redis.call('ZINCRBY', KEYS[10], 1, campaign)
 
-local function set_status(key)
+local function set_status(key, now)
   local cur = tonumber(redis.call('HGET', key, 'status_ts'))
   if not cur or ts >= cur then
     redis.call('HSET', key, 'status', ARGV[13], 'status_ts', ts, 'updated_at', now)
@@ -88,8 +88,10 @@ local function set_status(key)
 end
 
 if etype == 'x' then
-  set_status(K_CAMP)
-  if job ~= '' then set_status(K_JOB) end
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  set_status(K_CAMP, now)
+  if job ~= '' then set_status(K_JOB, now) end
   if ARGV[13] == 'COMPLETED' then redis.call('HSET', K_META, 'completed_at', now) end
   return 1
 end
@@ -207,19 +209,11 @@ local function apply(s)
   return d
 end
 
--- Counter values are written back whole: one HMGET and one HSET per scope.
+-- Campaign totals are the sum of the job counters plus the campaign hash,
+-- which holds only corrections for users seen in several jobs: most events
+-- then write one counters hash, not two.
 local function add(key, d)
-  local fields = {}
-  for f in pairs(d) do fields[#fields + 1] = f end
-  local args = {'updated_at', now}
-  if #fields > 0 then
-    local cur = redis.call('HMGET', key, unpack(fields))
-    for i, f in ipairs(fields) do
-      args[#args + 1] = f
-      args[#args + 1] = string.format('%d', (tonumber(cur[i]) or 0) + d[f])
-    end
-  end
-  redis.call('HSET', key, unpack(args))
+  for f, v in pairs(d) do redis.call('HINCRBY', key, f, v) end
 end
 
 -- Load the user's records.
@@ -233,20 +227,25 @@ for _, r in ipairs(recs) do
 end
 
 local out
+job_s = job_s or empty()
 if #others == 0 then
   -- Only this job so far: the campaign record is the job's record.
-  job_s = job_s or empty()
-  local d = apply(job_s)
-  add(K_JOB, d)
-  add(K_CAMP, d)
+  add(K_JOB, apply(job_s))
   out = {encode(ji, job_s)}
 else
   -- A user seen in exactly one other job so far: that job's record is the
   -- campaign record (from the second job on, record 0 is stored).
   if not camp_s then camp_s = decode(others[1]) end
-  job_s = job_s or empty()
-  add(K_JOB, apply(job_s))
-  add(K_CAMP, apply(camp_s))
+  local dj, dc = apply(job_s), apply(camp_s)
+  add(K_JOB, dj)
+  local fix = {}
+  for f, v in pairs(dc) do
+    if v ~= (dj[f] or 0) then fix[f] = v - (dj[f] or 0) end
+  end
+  for f, v in pairs(dj) do
+    if dc[f] == nil then fix[f] = -v end
+  end
+  add(K_CAMP, fix)
   out = others
   out[#out + 1] = encode(ji, job_s)
   out[#out + 1] = encode(0, camp_s)
@@ -260,13 +259,8 @@ if ARGV[16] == '1' then
   redis.call('XADD', KEYS[5], '*', 'e', cmsgpack.pack({user, ts, etype, target, choice, nf and nf.idx or 0, ARGV[12]}))
 end
 
-local day_ttl = ARGV[15]
-local function hll(key)
-  if redis.call('PFADD', key, user) == 1 and redis.call('TTL', key) < 0 then
-    redis.call('EXPIRE', key, day_ttl)
-  end
-end
-hll(KEYS[7])
-if etype == 's' then hll(KEYS[8]) end
-if etype == 'i' then hll(KEYS[9]) end
+-- Day HLLs; the client gives each a TTL once (EXPIRE after its first batch).
+redis.call('PFADD', KEYS[7], user)
+if etype == 's' then redis.call('PFADD', KEYS[8], user) end
+if etype == 'i' then redis.call('PFADD', KEYS[9], user) end
 return 1

@@ -133,6 +133,13 @@ def execute(router: Router, cmds: Sequence[Cmd], attempts: int = 4) -> Plan:
     return results
 
 
+def as_dict(reply: Any) -> dict:
+    """A raw HGETALL (or stream entry) reply, [f1, v1, f2, v2, ...], as a dict."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2]))
+
+
 def call(router: Router, cmds: Sequence[Cmd]) -> Plan:
     """Like execute, but raise the first error: for reads and admin commands."""
     results = yield from execute(router, cmds)
