@@ -233,3 +233,34 @@ async def test_journey_of_unknown_user_is_not_found(api):
         await api.journey(T, C, "job-1", "nobody")
     with pytest.raises(NotFound):
         await api.report(T, C, "no-such-job")
+
+
+async def test_script_reload_keeps_indexes_and_classifies_later_events(api):
+    """Replacing a script applies to later events; earlier counts stay consistent."""
+    await load(api)
+    first = [ev("sent", "u1", 1), ev("interaction", "u1", 2, target="ask", choice="go"),
+             ev("interaction", "u1", 3, target="send_offer", choice="yes")]
+    await api.record_many(first)
+    changed = {
+        "nodes": OFFER_SCRIPT["nodes"] + [{"id": "extra", "type": "end"}],
+        "edges": OFFER_SCRIPT["edges"][:3] + [{"source": "send_offer", "target": "extra", "label": "more"}],
+    }
+    await api.load_script(T, C, changed)  # done is now unreachable; extra is an end
+    later = [ev("sent", "u2", 1), ev("interaction", "u2", 2, target="ask", choice="go"),
+             ev("interaction", "u2", 3, target="send_offer", choice="yes"),
+             ev("interaction", "u2", 4, target="extra", choice="more")]
+    await api.record_many(later)
+    rep = await api.report(T, C)
+    assert rep["completed_users_count"] == 1
+    assert rep["node_analytics"]["send_offer"] == {"reached_count": 2, "choices": {"more": 1}}
+    assert rep["node_analytics"]["extra"]["reached_count"] == 1
+    assert [f["node"] for f in rep["funnel_data"]] == ["start", "ask", "send_offer", "bye", "extra", "done"]
+    assert metrics_of(rep) == expected_report(first + later, changed)
+
+
+async def test_many_jobs_and_multi_job_users_sum_correctly(api):
+    await load(api)
+    events = random_events(OFFER_SCRIPT, 200, seed=21, jobs=("a", "b", "c", "d"))
+    await api.record_many(events)
+    for job in (None, "a", "b", "c", "d"):
+        assert metrics_of(await api.report(T, C, job)) == expected_report(events, OFFER_SCRIPT, job)

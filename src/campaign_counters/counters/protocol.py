@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -84,41 +85,55 @@ class Protocol:
         self.router = Router(cluster=cluster)
         self.scripts = script_cache or ScriptCache()
         self._tz: dict[str, tuple[float, ZoneInfo]] = {}
-        self._expiring: set[str] = set()  # day HLL keys this client already gave a TTL
+        self._expiring: set[str] = set()
+        self._days: dict[str, tuple[int, int, str]] = {}
+        self._keys: dict[tuple[str, str, str], tuple[str, ...]] = {}  # day HLL keys this client already gave a TTL
         self.stats: dict[str, int] = {"applied": 0, "duplicates": 0, "rejected": 0, "failed": 0}
 
     # -- recording -----------------------------------------------------------
 
     def _day(self, tenant: str, ts_ms: int) -> str:
+        """The tenant-local date of `ts_ms` as YYYYMMDD (cached per tenant and day)."""
+        start, end, day = self._days.get(tenant, (0, -1, ""))
+        if start <= ts_ms < end:
+            return day
         tz = self._tz[tenant][1]
-        return datetime.fromtimestamp(ts_ms / 1000, tz).strftime("%Y%m%d")
+        date = datetime.fromtimestamp(ts_ms / 1000, tz).date()
+        start = int(datetime.combine(date, dtime(), tz).timestamp() * 1000)
+        end = int(datetime.combine(date + timedelta(days=1), dtime(), tz).timestamp() * 1000)
+        day = date.strftime("%Y%m%d")
+        self._days[tenant] = (start, end, day)
+        return day
+
+    def _campaign_keys(self, c: str, job: str, day: str) -> tuple[str, ...]:
+        """All keys of a record call but the idempotency key, cached."""
+        cached = self._keys.get((c, job, day))
+        if cached is None:
+            k = self.keys
+            meta, camp = k.meta(c), k.counters(c)
+            cached = (
+                meta, k.users(c), k.counters(c, job) if job else camp, camp,
+                k.journal(c, job) if job else meta,
+                k.day_users(c, day, "a"), k.day_users(c, day, "s"), k.day_users(c, day, "i"),
+                k.dirty(c), k.registry(c), k.names(c),
+            )
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[(c, job, day)] = cached
+        return cached
 
     def _record_cmd(self, ev: Event, day: str) -> Cmd:
-        k, s = self.keys, self.settings
+        s = self.settings
         c = ev.campaign
-        meta = k.meta(c)
-        camp = k.counters(c)
         job = ev.job or ""
-        keys = (
-            meta,
-            k.users(c),
-            k.counters(c, job) if job else camp,
-            camp,
-            k.journal(c, job) if job else meta,
-            k.idempotency(c, ev.id) if ev.id is not None else meta,
-            k.day_users(c, day, "a"),
-            k.day_users(c, day, "s"),
-            k.day_users(c, day, "i"),
-            k.dirty(c),
-            k.registry(c),
-            k.names(c),
-        )
-        argv = (
+        ks = self._campaign_keys(c, job, day)
+        idem = self.keys.idempotency(c, ev.id) if ev.id is not None else ks[0]
+        return Cmd(c, (
+            "EVALSHA", RECORD.sha, 12, *ks[:5], idem, *ks[5:],
             TYPE_CODES[ev.type], ev.tenant, c, job, ev.user or "", ev.ts_ms,
             1 if ev.id is not None else 0, s.id_ttl, ev.target or "", ev.choice or "",
-            ev.node or "", ev.title or "", ev.status or "", day, s.day_ttl, 1 if s.journal else 0,
-        )
-        return Cmd(c, ("EVALSHA", RECORD.sha, len(keys), *keys, *argv), RECORD)
+            ev.node or "", ev.title or "", ev.status or "", day, 0, 1 if s.journal else 0,
+        ), RECORD)
 
     def _load_timezones(self, tenants: Iterable[str]) -> Plan:
         now = time.monotonic()
@@ -132,6 +147,7 @@ class Protocol:
             except (ZoneInfoNotFoundError, ValueError):
                 zone = ZoneInfo("UTC")
             self._tz[tenant] = (now, zone)
+            self._days.pop(tenant, None)
 
     def plan_record_many(self, items: Iterable[Event | Mapping[str, Any]]) -> Plan:
         """Validate, then apply in pipelines; never raises for a bad event."""
@@ -263,6 +279,7 @@ class Protocol:
         except (ZoneInfoNotFoundError, ValueError):
             raise ValidationError("tz", f"unknown timezone {tz!r}") from None
         self._tz.pop(tenant, None)
+        self._days.pop(tenant, None)
         return Cmd(None, ("HSET", self.keys.tenants(), tenant, tz))
 
     # -- reading ---------------------------------------------------------------
