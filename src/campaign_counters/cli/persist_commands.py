@@ -1,0 +1,99 @@
+"""Commands of the persistence side: snapshot, worker, scheduler."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from ..config import Config
+from ..counters import maintenance as m
+from .app import config_options, counters_for, emit, format_option, main, say, store_for
+
+
+def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tuple[str, str]]:
+    """(tenant, campaign) pairs to snapshot: one campaign, or all with changes."""
+    if campaign:
+        meta = counters.run(m.campaign_meta(counters, campaign))
+        if meta.tenant is None or (tenant and meta.tenant != tenant):
+            from ..errors import NotFound
+
+            raise NotFound(f"campaign {campaign!r}" + (f" of tenant {tenant!r}" if tenant else "") + " has no data")
+        return [(meta.tenant, campaign)]
+    return [(t, c) for c, t, pending in counters.run(m.dirty_campaigns(counters))
+            if t is not None and pending > 0 and (tenant is None or t == tenant)]
+
+
+@main.command()
+@click.option("--tenant", help="Only this tenant's campaigns.")
+@click.option("--campaign", help="Only this campaign (even without pending changes).")
+@click.option("--enqueue", is_flag=True, help="Put RQ jobs on the queue instead of running here.")
+@format_option
+@config_options
+def snapshot(cfg: Config, tenant: str | None, campaign: str | None, enqueue: bool, fmt: str) -> None:
+    """Persist campaign reports and journeys to the report store now.
+
+    Without filters, every campaign with unpersisted changes. Safe to repeat
+    and to run beside workers: documents are written with absolute values.
+    """
+    counters = counters_for(cfg)
+    targets = _targets(counters, tenant, campaign)
+    if enqueue:
+        from ..persist.jobs import enqueue_snapshot, make_queue
+
+        queue = make_queue(cfg.queue)
+        queued = [c for t, c in targets if enqueue_snapshot(queue, t, c)]
+        emit({"enqueued": queued, "already_pending": [c for _, c in targets if c not in queued]}, fmt)
+        return
+    from ..persist.snapshot import snapshot_campaign
+
+    store = store_for(cfg)
+    results = []
+    for i, (t, c) in enumerate(targets, start=1):
+        say(f"[{i}/{len(targets)}] snapshot {t}/{c} ...")
+        result = snapshot_campaign(
+            counters, store, c, retention=cfg.retention_seconds,
+            progress=lambda r: say(f"    {r.steps:,} journey steps, {r.journeys:,} journeys"),
+        )
+        results.append(result.as_dict())
+    emit(results, fmt)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@config_options
+def worker(cfg: Config, burst: bool) -> None:
+    """Run an RQ worker for snapshot (and nightly) jobs.
+
+    Jobs carry only ids; the worker passes its own configuration (URLs from
+    options or env) to them, so no credentials are stored in the queue.
+    """
+    import redis
+    from rq import Worker
+
+    from ..config import QUEUE_NAME
+
+    cfg.export()
+    conn = redis.Redis.from_url(cfg.queue)
+    say(f"worker on queue {QUEUE_NAME!r}, store {store_for(cfg)!r}")
+    Worker([QUEUE_NAME], connection=conn).work(burst=burst, with_scheduler=True)
+
+
+@main.command()
+@click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds between ticks.")
+@click.option("--once", is_flag=True, help="Run one tick and exit.")
+@config_options
+def scheduler(cfg: Config, interval: float, once: bool) -> None:
+    """Every tick, enqueue one snapshot for each campaign with changes."""
+    from ..persist.jobs import make_queue, tick
+
+    counters = counters_for(cfg)
+    queue = make_queue(cfg.queue)
+    while True:
+        enqueued = tick(counters, queue)
+        if enqueued or once:
+            say(f"tick: {len(enqueued)} snapshot(s) enqueued")
+        if once:
+            return
+        time.sleep(interval)
