@@ -60,7 +60,22 @@ class Awaitable:
         return call
 
 
-FLAVOURS = ["sync", "async"]
+@pytest.fixture(scope="session")
+def redis_cluster():
+    from cluster import LocalCluster
+
+    cluster = LocalCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster) -> str:
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+FLAVOURS = ["sync", "async", "cluster-sync", "cluster-async"]
 
 
 @pytest.fixture(params=FLAVOURS)
@@ -69,13 +84,14 @@ def flavour(request):
 
 
 @pytest.fixture
-async def api(flavour, redis_url):
+async def api(flavour, request):
+    url = request.getfixturevalue("cluster_url" if flavour.startswith("cluster") else "redis_url")
     settings = Settings()
-    if flavour == "sync":
-        c = Counters(redis_url, settings=settings)
+    if flavour.endswith("sync") and not flavour.endswith("async"):
+        c = Counters(url, settings=settings)
         yield Awaitable(c)
         c.close()
     else:
-        c = AsyncCounters(redis_url, settings=settings)
+        c = AsyncCounters(url, settings=settings)
         yield c
         await c.close()

@@ -68,7 +68,7 @@ async def test_fire_never_blocks_and_counts_failures():
 
 
 async def test_fire_records_when_redis_is_up(redis_url):
-    c = AsyncCounters(redis_url)
+    c = AsyncCounters(redis_url, settings=Settings(timeout=5.0))  # generous: the suite may run loaded
     for i in range(50):
         c.fire(ev("sent", f"u{i}", 1, id=f"i{i}"))
     await c.drain()

@@ -16,6 +16,8 @@ from typing import Any, Generator, Sequence
 
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, TryAgainError
 
+from redis.crc import key_slot
+
 from .keys import slot_of
 
 Address = tuple[str, int] | None  # None: the single server
@@ -40,7 +42,8 @@ class LuaScript:
 
 @dataclass(frozen=True)
 class Cmd:
-    """One Redis command; `route` is the campaign whose slot it touches."""
+    """One Redis command; `route` is the campaign whose slot it touches
+    (None: the slot of the command's first key)."""
 
     route: str | None
     args: tuple
@@ -70,11 +73,19 @@ class Router:
         self._slots: list[Address] = [None] * 16384
 
     def address(self, route: str | None) -> Address:
+        """The node of a campaign's slot (None: any node)."""
         if not self.cluster:
             return None
         if route is None:
             return next((a for a in self._slots if a is not None), None)
         return self._slots[slot_of(route)]
+
+    def address_of(self, cmd: "Cmd") -> Address:
+        """A command's node: by its campaign, else by its first key."""
+        if not self.cluster or cmd.route is not None or len(cmd.args) < 2:
+            return self.address(cmd.route)
+        key = cmd.args[1]
+        return self._slots[key_slot(key.encode() if isinstance(key, str) else key)]
 
     def nodes(self) -> list[Address]:
         if not self.cluster:
@@ -106,7 +117,7 @@ def execute(router: Router, cmds: Sequence[Cmd], attempts: int = 4) -> Plan:
             router.update((yield RefreshTopology()))
         groups: dict[Address, list[int]] = {}
         for i in pending:
-            groups.setdefault(router.address(cmds[i].route), []).append(i)
+            groups.setdefault(router.address_of(cmds[i]), []).append(i)
         replies = yield Batches({a: [cmds[i].args for i in idx] for a, idx in groups.items()})
         retry: list[int] = []
         load: dict[Address, set[LuaScript]] = {}
