@@ -94,54 +94,84 @@ class Event:
         return out
 
 
+_TEXT_OK = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_TEXT).fullmatch
+_ID_OK = ID_RE.fullmatch
+
+
+def _id(field: str, value: Any) -> str:
+    """check_id with a fast path for the common, valid case."""
+    if type(value) is str and _ID_OK(value):
+        return value
+    return check_id(field, value)
+
+
+def _text(field: str, value: Any) -> str:
+    if type(value) is str and _TEXT_OK(value):
+        return value
+    return check_text(field, value)
+
+
+def _ts(value: Any) -> int:
+    if (type(value) is int or type(value) is float) and 0 <= value <= 1e11:
+        return int(round(value * 1000))
+    return check_ts(value)
+
+
 def parse_event(data: Any) -> Event:
     """Validate one event object; raise ValidationError naming the field."""
     if not isinstance(data, Mapping):
         raise ValidationError("event", f"must be a JSON object, got {type(data).__name__}")
-    etype = data.get("type")
+    get = data.get
+    etype = get("type")
     if etype is None:
         raise ValidationError("type", "is required")
     if etype not in TYPES:
         raise ValidationError("type", f"must be one of {', '.join(TYPES)}, got {etype!r}")
-    fields: dict[str, Any] = {"type": etype}
-    for name in ("tenant", "campaign"):
-        if data.get(name) is None:
-            raise ValidationError(name, "is required")
-        fields[name] = check_id(name, data[name])
-    job = data.get("job")
-    if job is None:
-        if etype != "status":
-            raise ValidationError("job", f"is required for {etype} events")
-    else:
-        fields["job"] = check_id("job", job)
+    tenant, campaign = get("tenant"), get("campaign")
+    if tenant is None:
+        raise ValidationError("tenant", "is required")
+    tenant = _id("tenant", tenant)
+    if campaign is None:
+        raise ValidationError("campaign", "is required")
+    campaign = _id("campaign", campaign)
+    job = get("job")
+    if job is not None:
+        job = _id("job", job)
+    elif etype != "status":
+        raise ValidationError("job", f"is required for {etype} events")
+    user = None
     if etype != "status":
-        if data.get("user") is None:
+        user = get("user")
+        if user is None:
             raise ValidationError("user", f"is required for {etype} events")
-        fields["user"] = check_text("user", data["user"])
-    if "ts" not in data or data["ts"] is None:
+        user = _text("user", user)
+    ts = get("ts")
+    if ts is None:
         raise ValidationError("ts", "is required")
-    fields["ts_ms"] = check_ts(data["ts"])
-    if data.get("id") is not None:
-        fields["id"] = check_text("id", data["id"])
+    ts_ms = _ts(ts)
+    event_id = get("id")
+    if event_id is not None:
+        event_id = _text("id", event_id)
+    target = choice = node = title = status = None
     if etype == "interaction":
-        if data.get("target") is None:
+        target = get("target")
+        if target is None:
             raise ValidationError("target", "is required for interaction events")
-        fields["target"] = check_text("target", data["target"])
-        for name in ("choice", "node"):
-            if data.get(name) is not None:
-                fields[name] = check_text(name, data[name])
-        if data.get("title") is not None:
-            title = data["title"]
+        target = _text("target", target)
+        choice, node, title = get("choice"), get("node"), get("title")
+        if choice is not None:
+            choice = _text("choice", choice)
+        if node is not None:
+            node = _text("node", node)
+        if title is not None:
             if not isinstance(title, str):
                 raise ValidationError("title", f"must be a string, got {type(title).__name__}")
             if len(title) > MAX_TITLE:
                 raise ValidationError("title", f"must be at most {MAX_TITLE} characters")
-            fields["title"] = title
-    if etype == "status":
-        status = data.get("status")
+    elif etype == "status":
+        status = get("status")
         if status is None:
             raise ValidationError("status", "is required for status events")
         if not isinstance(status, str) or not STATUS_RE.fullmatch(status):
             raise ValidationError("status", "must be an upper-case word like RUNNING or COMPLETED")
-        fields["status"] = status
-    return Event(**fields)
+    return Event(etype, tenant, campaign, ts_ms, job, user, event_id, target, choice, node, title, status)

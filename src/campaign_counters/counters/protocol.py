@@ -46,7 +46,8 @@ class Settings:
     day_ttl: int = 40 * 86400  # how long per-day HyperLogLogs live
     journal: bool = True  # keep interactions in a stream for journeys and snapshots
     timeout: float = 0.05  # budget of a fire-and-forget call, seconds
-    chunk: int = 1000  # events per pipeline in record_many
+    chunk: int = 5000  # events per pipeline in record_many
+    script_batch: int = 500  # events of one campaign per script call (bounds how long Redis is busy)
     tz_ttl: float = 300.0  # how long a tenant's timezone is cached
 
 
@@ -85,9 +86,8 @@ class Protocol:
         self.router = Router(cluster=cluster)
         self.scripts = script_cache or ScriptCache()
         self._tz: dict[str, tuple[float, ZoneInfo]] = {}
-        self._expiring: set[str] = set()
+        self._expiring: set[str] = set()  # day HLL keys this client already gave a TTL
         self._days: dict[str, tuple[int, int, str]] = {}
-        self._keys: dict[tuple[str, str, str], tuple[str, ...]] = {}  # day HLL keys this client already gave a TTL
         self.stats: dict[str, int] = {"applied": 0, "duplicates": 0, "rejected": 0, "failed": 0}
 
     # -- recording -----------------------------------------------------------
@@ -105,35 +105,40 @@ class Protocol:
         self._days[tenant] = (start, end, day)
         return day
 
-    def _campaign_keys(self, c: str, job: str, day: str) -> tuple[str, ...]:
-        """All keys of a record call but the idempotency key, cached."""
-        cached = self._keys.get((c, job, day))
-        if cached is None:
-            k = self.keys
-            meta, camp = k.meta(c), k.counters(c)
-            cached = (
-                meta, k.users(c), k.counters(c, job) if job else camp, camp,
-                k.journal(c, job) if job else meta,
-                k.day_users(c, day, "a"), k.day_users(c, day, "s"), k.day_users(c, day, "i"),
-                k.dirty(c), k.registry(c), k.names(c),
-            )
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            self._keys[(c, job, day)] = cached
-        return cached
-
-    def _record_cmd(self, ev: Event, day: str) -> Cmd:
-        s = self.settings
-        c = ev.campaign
-        job = ev.job or ""
-        ks = self._campaign_keys(c, job, day)
-        idem = self.keys.idempotency(c, ev.id) if ev.id is not None else ks[0]
-        return Cmd(c, (
-            "EVALSHA", RECORD.sha, 12, *ks[:5], idem, *ks[5:],
-            TYPE_CODES[ev.type], ev.tenant, c, job, ev.user or "", ev.ts_ms,
-            1 if ev.id is not None else 0, s.id_ttl, ev.target or "", ev.choice or "",
-            ev.node or "", ev.title or "", ev.status or "", day, 0, 1 if s.journal else 0,
-        ), RECORD)
+    def _record_cmd(self, campaign: str, events: list[Event], expiring: dict[str, str]) -> Cmd:
+        """One record.lua call for events of one campaign (see the script for the layout)."""
+        k, s = self.keys, self.settings
+        keys = [k.meta(campaign), k.users(campaign), k.counters(campaign), k.dirty(campaign),
+                k.registry(campaign), k.names(campaign)]
+        refs: dict[str, int] = {}
+        argv: list[Any] = [campaign, s.id_ttl, 1 if s.journal else 0, len(events)]
+        for ev in events:
+            day = self._day(ev.tenant, ev.ts_ms)
+            job_ref, day_ref, id_ref = 3, 0, 0
+            if ev.job:
+                job_key = k.counters(campaign, ev.job)
+                job_ref = refs.get(job_key, 0)
+                if not job_ref:
+                    keys += [job_key, k.journal(campaign, ev.job)]
+                    job_ref = refs[job_key] = len(keys) - 1
+            if ev.type != "status":
+                day_key = k.day_users(campaign, day, "a")
+                day_ref = refs.get(day_key, 0)
+                if not day_ref:
+                    keys += [day_key, k.day_users(campaign, day, "s"), k.day_users(campaign, day, "i")]
+                    day_ref = refs[day_key] = len(keys) - 2
+                for kind in ("a", DAY_KIND.get(ev.type)):
+                    if kind and (key := keys[day_ref - 1 + "asi".index(kind)]) not in self._expiring:
+                        expiring[key] = campaign
+            if ev.id is not None:
+                id_key = k.idempotency(campaign, ev.id)
+                id_ref = refs.get(id_key, 0)
+                if not id_ref:
+                    keys.append(id_key)
+                    id_ref = refs[id_key] = len(keys)
+            argv += (TYPE_CODES[ev.type], ev.tenant, ev.job or "", ev.user or "", ev.ts_ms, ev.target or "",
+                     ev.choice or "", ev.node or "", ev.title or "", ev.status or "", day, job_ref, day_ref, id_ref)
+        return Cmd(campaign, ("EVALSHA", RECORD.sha, len(keys), *keys, *argv), RECORD)
 
     def _load_timezones(self, tenants: Iterable[str]) -> Plan:
         now = time.monotonic()
@@ -181,38 +186,46 @@ class Protocol:
                 result.outcomes[i] = FAILED
                 result.errors.append((i, f"{type(exc).__name__}: {exc}"))
             return
-        cmds = []
+        groups: dict[str, list[tuple[int, Event]]] = {}
+        for item in batch:
+            groups.setdefault(item[1].campaign, []).append(item)
+        cmds: list[Cmd] = []
+        members: list[list[int]] = []
         expiring: dict[str, str] = {}
-        for _, ev in batch:
-            day = self._day(ev.tenant, ev.ts_ms)
-            cmds.append(self._record_cmd(ev, day))
-            if ev.type != "status":
-                for kind in ("a", DAY_KIND.get(ev.type)):
-                    if kind and (key := self.keys.day_users(ev.campaign, day, kind)) not in self._expiring:
-                        expiring[key] = ev.campaign
+        for campaign, items in groups.items():
+            for start in range(0, len(items), self.settings.script_batch):
+                part = items[start:start + self.settings.script_batch]
+                cmds.append(self._record_cmd(campaign, [ev for _, ev in part], expiring))
+                members.append([i for i, _ in part])
+        n_record = len(cmds)
         cmds += [Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in expiring.items()]
         replies = yield from execute(self.router, cmds)
-        for key, reply in zip(expiring, replies[len(batch):]):
+        for key, reply in zip(expiring, replies[n_record:]):
             if reply == 1:
                 self._expiring.add(key)
         if len(self._expiring) > 100_000:
             self._expiring.clear()
-        for (i, _), reply in zip(batch, replies):
-            if isinstance(reply, Exception):
-                result.failed += 1
-                result.outcomes[i] = FAILED
-                result.errors.append((i, f"{type(reply).__name__}: {reply}"))
-            elif reply == 1:
-                result.accepted += 1
-                result.outcomes[i] = APPLIED
-            elif reply == 0:
-                result.duplicates += 1
-                result.outcomes[i] = DUPLICATE
-            else:
-                fld, reason = _LUA_REJECTIONS.get(reply, ("event", f"rejected by Redis ({reply})"))
-                result.rejected += 1
-                result.outcomes[i] = REJECTED
-                result.rejections.append(Rejection(i, fld, reason))
+        for indexes, reply in zip(members, replies):
+            codes = [reply] * len(indexes) if isinstance(reply, Exception) else reply
+            for i, code in zip(indexes, codes):
+                self._outcome(result, i, code)
+
+    def _outcome(self, result: RecordResult, i: int, code: Any) -> None:
+        if isinstance(code, Exception):
+            result.failed += 1
+            result.outcomes[i] = FAILED
+            result.errors.append((i, f"{type(code).__name__}: {code}"))
+        elif code == 1:
+            result.accepted += 1
+            result.outcomes[i] = APPLIED
+        elif code == 0:
+            result.duplicates += 1
+            result.outcomes[i] = DUPLICATE
+        else:
+            fld, reason = _LUA_REJECTIONS.get(code, ("event", f"rejected by Redis ({code})"))
+            result.rejected += 1
+            result.outcomes[i] = REJECTED
+            result.rejections.append(Rejection(i, fld, reason))
 
     def _count(self, result: RecordResult) -> None:
         self.stats["applied"] += result.accepted

@@ -1,0 +1,185 @@
+"""Realtime path benchmarks: throughput vs the server's ceiling, latency, memory per user.
+
+    python bench/bench_record.py                 # everything, ~1-2 minutes
+    python bench/bench_record.py --only memory --users 100000
+
+Throughput is compared with a ceiling measured in the same run:
+`redis-benchmark -P 64` calling our own record.lua by SHA, per event type,
+weighted by the mix; a trivial HINCRBY baseline is printed too so numbers
+from different machines can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import CAMPAIGN, SCRIPT, TENANT, Server, events, percentiles, redis_benchmark, table  # noqa: E402
+
+from campaign_counters import AsyncCounters, Counters  # noqa: E402
+from campaign_counters.counters.protocol import RECORD  # noqa: E402
+from campaign_counters.events import parse_event  # noqa: E402
+
+
+def throughput(server: Server, n_events: int) -> tuple[float, collections.Counter]:
+    server.client().flushall()
+    c = Counters(server.tcp_url)
+    c.load_script(TENANT, CAMPAIGN, SCRIPT)
+    evs = []
+    for ev in events(n_events):
+        evs.append(ev)
+        if len(evs) >= n_events:
+            break
+    mix = collections.Counter(e["type"] for e in evs)
+    started = time.perf_counter()
+    result = c.record_many(evs)
+    elapsed = time.perf_counter() - started
+    assert result.failed == 0 and result.rejected == 0, result.summary()
+    c.close()
+    return len(evs) / elapsed, mix
+
+
+def bench_cmd(server: Server, args: list, n: int, clients: int, keyspace: int = 100_000_000) -> float:
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-P", "64", "-c", str(clients),
+           "-n", str(n), "-r", str(keyspace), "--csv", *[str(a) for a in args]]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    return float(rows[1][1])
+
+
+def ceiling(server: Server, n: int) -> dict[str, float]:
+    """Requests/s of record.lua per event type, driven by redis-benchmark."""
+    server.client().flushall()
+    c = Counters(server.tcp_url)
+    c.load_script(TENANT, CAMPAIGN, SCRIPT)
+    c.record({"type": "sent", "tenant": TENANT, "campaign": CAMPAIGN, "job": "run-1", "user": "warm", "ts": 1})
+    samples = {
+        "targeted": {"type": "targeted"},
+        "sent": {"type": "sent"},
+        "interaction": {"type": "interaction", "target": "q_budget", "choice": "yes"},
+    }
+    out = {}
+    for name, extra in samples.items():
+        ev = parse_event({"tenant": TENANT, "campaign": CAMPAIGN, "job": "run-1", "user": "USER", "ts": 1_764_000_000,
+                          "id": "EVID", **extra})
+        c.run(c._load_timezones([TENANT]))
+        cmd = c._record_cmd(CAMPAIGN, [ev], {})  # a batch of one: what the chat service sends
+        args = [str(a).replace("USER", "u:__rand_int__").replace("EVID", "e:__rand_int__") for a in cmd.args]
+        out[name] = max(bench_cmd(server, args, n, clients) for clients in (1, 4))
+    out["baseline HINCRBY"] = bench_cmd(server, ["HINCRBY", "bench:h", "f:__rand_int__", 1], n * 2, 4, 1000)
+    c.close()
+    return out
+
+
+async def async_latency(url: str, n: int) -> list[float]:
+    c = AsyncCounters(url)
+    await c.load_script(TENANT, "lat-async", SCRIPT)
+    samples = []
+    for i in range(n + 500):
+        ev = {"type": "sent" if i % 3 else "interaction", "tenant": TENANT, "campaign": "lat-async", "job": "run-1",
+              "user": f"u{i % 2000}", "ts": 1_764_000_000 + i, "id": f"a{i}", "target": "q_interest", "choice": "start"}
+        t = time.perf_counter()
+        await c.record(ev)
+        if i >= 500:
+            samples.append((time.perf_counter() - t) * 1000)
+    await c.close()
+    return samples
+
+
+def sync_latency(url: str, n: int) -> list[float]:
+    c = Counters(url)
+    c.load_script(TENANT, "lat-sync", SCRIPT)
+    samples = []
+    for i in range(n + 500):
+        ev = {"type": "sent" if i % 3 else "interaction", "tenant": TENANT, "campaign": "lat-sync", "job": "run-1",
+              "user": f"u{i % 2000}", "ts": 1_764_000_000 + i, "id": f"s{i}", "target": "q_interest", "choice": "start"}
+        t = time.perf_counter()
+        c.record(ev)
+        if i >= 500:
+            samples.append((time.perf_counter() - t) * 1000)
+    c.close()
+    return samples
+
+
+def memory(server: Server, users: int) -> list[tuple]:
+    """Bytes per user, in total and by kind of key, for `users` users of a 10-node campaign."""
+    r = server.client()
+    r.flushall()
+    c = Counters(server.unix_url)
+    c.load_script(TENANT, CAMPAIGN, SCRIPT)
+    before = r.info("memory")["used_memory"]
+    batch, n_events = [], 0
+    for ev in events(users):
+        batch.append(ev)
+        if len(batch) >= 20_000:
+            n_events += c.record_many(batch).accepted
+            batch = []
+    n_events += c.record_many(batch).accepted
+    after = r.info("memory")["used_memory"]
+    sizes: collections.Counter = collections.Counter()
+    counts: collections.Counter = collections.Counter()
+    sampled: collections.Counter = collections.Counter()
+    for key in r.scan_iter(count=5000):
+        k = key.decode()
+        kind = ("idempotency keys" if ":id:" in k else "journal stream" if ":jr:" in k else
+                "day HyperLogLogs" if ":d:" in k else "user records" if k.endswith("}:u") else "counters, meta, indexes")
+        counts[kind] += 1
+        if kind == "idempotency keys" and counts[kind] > 2000:
+            continue  # sample: they are all alike
+        sizes[kind] += r.memory_usage(key, samples=0) or 0
+        sampled[kind] += 1
+    rows = []
+    for kind in sorted(counts):
+        total = sizes[kind] * counts[kind] / sampled[kind]
+        rows.append((kind, counts[kind], f"{total / 1e6:.1f} MB", f"{total / users:.0f}"))
+    state = sum(sizes[k] * counts[k] / sampled[k] for k in counts if k in ("user records", "counters, meta, indexes", "day HyperLogLogs"))
+    rows.append(("= state (journal persisted, ids expired)", "", f"{state / 1e6:.1f} MB", f"{state / users:.0f}"))
+    rows.append(("used_memory delta (everything)", "", f"{(after - before) / 1e6:.1f} MB", f"{(after - before) / users:.0f}"))
+    rows.append((f"({n_events:,} events recorded)", "", "", ""))
+    c.close()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000, help="events for the throughput run")
+    ap.add_argument("--users", type=int, default=100_000, help="users for the memory run")
+    ap.add_argument("--latency-calls", type=int, default=5000)
+    ap.add_argument("--only", choices=["throughput", "latency", "memory"], help="run one part")
+    args = ap.parse_args()
+    with Server() as server:
+        if args.only in (None, "throughput"):
+            rate, mix = throughput(server, args.events)
+            print(f"record_many, one process, TCP loopback: {rate:,.0f} events/s over {sum(mix.values()):,} events {dict(mix)}")
+            if redis_benchmark() is None:
+                print("redis-benchmark not found: apt-get install -y redis-tools (for the ceiling)")
+            else:
+                ceil = ceiling(server, 200_000)
+                total = sum(mix.values())
+                mixed = total / sum(mix[t] / ceil[t] for t in mix)
+                rows = [(k, f"{v:,.0f}") for k, v in ceil.items()]
+                rows.append(("record.lua, weighted by the mix", f"{mixed:,.0f}"))
+                print(table(rows, ("redis-benchmark -P 64", "requests/s")))
+                print(f"record_many / ceiling = {rate / mixed:.0%}   ceiling / HINCRBY baseline = {mixed / ceil['baseline HINCRBY']:.1%}")
+        if args.only in (None, "latency"):
+            rows = []
+            for name, samples in (("AsyncCounters.record", asyncio.run(async_latency(server.tcp_url, args.latency_calls))),
+                                  ("Counters.record", sync_latency(server.tcp_url, args.latency_calls))):
+                p = percentiles(samples)
+                rows.append((name, *(f"{p[k]:.3f}" for k in ("p50", "p95", "p99", "max"))))
+            print(table(rows, ("single call, TCP loopback (ms)", "p50", "p95", "p99", "max")))
+        if args.only in (None, "memory"):
+            print(table(memory(server, args.users), (f"Redis memory, {args.users:,} users, 10 nodes", "keys", "bytes", "bytes/user")))
+
+
+if __name__ == "__main__":
+    main()
