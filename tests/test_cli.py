@@ -6,40 +6,14 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 from campaign_counters.cli import main
 from oracle import expected_report, metrics_of
+from cli_helpers import jsonl, run_cli
 from scenarios import C, OFFER_SCRIPT, T, ev, random_events
-
-
-@pytest.fixture
-def cli(redis_url, tmp_path):
-    runner = CliRunner()
-    env = {"CAMPAIGN_COUNTERS_REDIS_URL": redis_url, "CAMPAIGN_COUNTERS_HOME": str(tmp_path / "home"),
-           "CAMPAIGN_COUNTERS_STORE_URL": f"sqlite:///{tmp_path}/reports.db"}
-
-    def run(*args, input=None):
-        return runner.invoke(main, list(args), env=env, input=input, catch_exceptions=False)
-
-    return run
-
-
-@pytest.fixture
-def script_file(tmp_path):
-    path = tmp_path / "script.json"
-    path.write_text(json.dumps(OFFER_SCRIPT))
-    return str(path)
-
-
-def jsonl(tmp_path, lines, name="events.jsonl"):
-    path = tmp_path / name
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
-    return str(path)
 
 
 def test_script_load(cli, script_file):
@@ -144,13 +118,6 @@ def test_help(command):
     res = CliRunner().invoke(main, [*command, "--help"])
     assert res.exit_code == 0
     assert "Usage:" in res.output and len(res.output) > 200
-
-
-def run_cli(home, *args, input=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_COUNTERS_")}
-    env["CAMPAIGN_COUNTERS_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "campaign_counters.cli", *args], input=input,
-                          capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_record_then_report_in_separate_processes_on_the_embedded_redis(tmp_path, script_file):

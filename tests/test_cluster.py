@@ -13,7 +13,7 @@ from campaign_counters.persist.mongo import MongoStore
 from campaign_counters.persist.snapshot import snapshot_campaign
 from campaign_counters.persist.views import stored_report
 from oracle import expected_report, metrics_of
-from scenarios import OFFER_SCRIPT, T, ev, random_events
+from scenarios import OFFER_SCRIPT, T, random_events
 
 
 def test_campaigns_on_every_node_in_one_call(cluster_url, redis_cluster):

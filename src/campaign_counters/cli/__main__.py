@@ -1,4 +1,4 @@
 from .app import main
-from . import persist_commands as _persist_commands  # noqa: F401
+from . import persist_commands  # noqa: F401  (registers its commands on main)
 
 main(prog_name="campaign-counters")

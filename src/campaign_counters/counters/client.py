@@ -26,7 +26,7 @@ from ..errors import BackendError, CampaignCountersError
 from ..events import Event
 from ..script import FlowGraph, ScriptCache
 from .protocol import FAILED, Protocol, RecordResult, Settings
-from .transport import Address, Batches, Cmd, Plan, RefreshTopology, call
+from .transport import Address, Plan, RefreshTopology, call
 
 log = logging.getLogger(__name__)
 CLUSTER_SLOTS = ("CLUSTER", "SLOTS")

@@ -1,0 +1,62 @@
+"""Persistence through the CLI: snapshot, --from-store, the scheduler and an RQ worker process."""
+
+from __future__ import annotations
+
+import json
+
+from oracle import expected_report, metrics_of
+from scenarios import C, OFFER_SCRIPT, T, random_events
+from cli_helpers import jsonl, run_cli
+
+
+def test_snapshot_then_from_store_equals_live(cli, script_file, tmp_path):
+    cli("script", "load", "--tenant", T, "--campaign", C, script_file)
+    events = random_events(OFFER_SCRIPT, 60, seed=12)
+    cli("record", jsonl(tmp_path, events))
+    assert cli("report", "--tenant", T, "--campaign", C, "--from-store").exit_code == 4  # nothing persisted yet
+    res = cli("snapshot")
+    assert res.exit_code == 0, res.stderr
+    done = json.loads(res.stdout)
+    assert [d["campaign"] for d in done] == [C] and done[0]["steps"] > 0
+    for job in ([], ["--job", "job-1"], ["--job", "job-2"]):
+        live = json.loads(cli("report", "--tenant", T, "--campaign", C, *job).stdout)
+        stored = json.loads(cli("report", "--tenant", T, "--campaign", C, *job, "--from-store").stdout)
+        assert stored == live
+    user = next(e["user"] for e in events if e["type"] == "interaction" and e["job"] == "job-1")
+    args = ["journey", "--tenant", T, "--campaign", C, "--job", "job-1", "--user", user]
+    live = json.loads(cli(*args).stdout)
+    assert live["journey_path"]  # steps now come from the store, the journal was trimmed
+    assert json.loads(cli(*args, "--from-store").stdout) == live
+    assert json.loads(cli("snapshot").stdout) == []  # nothing pending any more
+
+
+def test_snapshot_of_one_campaign_and_tenant_filter(cli, script_file, tmp_path):
+    cli("script", "load", "--tenant", T, "--campaign", C, script_file)
+    cli("record", jsonl(tmp_path, random_events(OFFER_SCRIPT, 5, seed=1)))
+    assert json.loads(cli("snapshot", "--tenant", "other").stdout) == []
+    assert cli("snapshot", "--tenant", "other", "--campaign", C).exit_code == 4
+    assert len(json.loads(cli("snapshot", "--campaign", C).stdout)) == 1
+
+
+def test_snapshot_with_the_store_down_is_a_clear_error(cli, script_file, tmp_path):
+    cli("script", "load", "--tenant", T, "--campaign", C, script_file)
+    cli("record", jsonl(tmp_path, random_events(OFFER_SCRIPT, 5, seed=1)))
+    res = cli("snapshot", "--store-url", "mongodb://u:topsecret@127.0.0.1:1/db?serverSelectionTimeoutMS=100")
+    assert res.exit_code == 5
+    assert "report store" in res.stderr and "topsecret" not in res.stderr
+    assert json.loads(cli("snapshot", "--enqueue").stdout)["enqueued"] == [C]  # still pending in Redis
+
+
+def test_scheduler_and_worker_processes_on_the_embedded_redis(tmp_path, script_file):
+    home = tmp_path / "home"
+    events = random_events(OFFER_SCRIPT, 40, seed=13)
+    assert run_cli(home, "script", "load", "--tenant", T, "--campaign", C, script_file).returncode == 0
+    assert run_cli(home, "record", "-", input="".join(json.dumps(e) + "\n" for e in events)).returncode == 0
+    res = run_cli(home, "scheduler", "--once")
+    assert res.returncode == 0 and "1 snapshot(s) enqueued" in res.stderr
+    res = run_cli(home, "worker", "--burst")
+    assert res.returncode == 0, res.stderr
+    stored = run_cli(home, "report", "--tenant", T, "--campaign", C, "--from-store")
+    assert stored.returncode == 0, stored.stderr
+    assert metrics_of(json.loads(stored.stdout)) == expected_report(events, OFFER_SCRIPT)
+    assert "0 snapshot(s) enqueued" in run_cli(home, "scheduler", "--once").stderr
