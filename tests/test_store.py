@@ -125,3 +125,14 @@ def test_unreachable_mongo_is_a_backend_error_without_password():
     with pytest.raises(BackendError) as info:
         s.upsert_campaign_reports([report(None, 1)])
     assert "s3cret" not in str(info.value)
+
+
+def test_delete_journeys_of_one_campaign(store):
+    store.upsert_journeys([journey("u1", [("1-0", "a", None, 1.0)]), journey("u2", [("2-0", "a", None, 1.0)])])
+    other = dict(journey("u1", [("3-0", "a", None, 1.0)]), campaign_id="c2")
+    store.upsert_journeys([other])
+    store.delete_journeys("t1", "c1")
+    assert store.journey("t1", "c1", "j1", "u1") is None and store.journey("t1", "c1", "j1", "u2") is None
+    assert store.journey("t1", "c2", "j1", "u1")["journey_path"][0]["sid"] == "3-0"
+    store.upsert_journeys([journey("u1", [("9-0", "b", None, 2.0)])])
+    assert [s["sid"] for s in store.journey("t1", "c1", "j1", "u1")["journey_path"]] == ["9-0"]

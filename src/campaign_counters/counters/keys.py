@@ -44,13 +44,19 @@ def _slot_tags() -> tuple[str, ...]:
 class KeySchema:
     """Key names for one deployment; `cluster` decides how indexes are split."""
 
-    def __init__(self, cluster: bool = False, prefix: str = PREFIX) -> None:
+    def __init__(self, cluster: bool = False, prefix: str = PREFIX, namespace: str = "") -> None:
         self.cluster = cluster
         self.prefix = prefix
+        # A namespace ("shadow:") gives a campaign a second, parallel set of keys
+        # in the same slot: a repair builds the truth there, then swaps it in.
+        self.namespace = namespace
+
+    def shadow(self) -> "KeySchema":
+        return KeySchema(self.cluster, self.prefix, "shadow:")
 
     def campaign(self, campaign: str) -> str:
         """Prefix of all keys of one campaign."""
-        return f"{self.prefix}{{{campaign}}}:"
+        return f"{self.prefix}{self.namespace}{{{campaign}}}:"
 
     def meta(self, campaign: str) -> str:
         return self.campaign(campaign) + "m"
@@ -80,10 +86,10 @@ class KeySchema:
 
     def _indexed(self, name: str, campaign: str | None) -> str:
         if not self.cluster:
-            return f"{self.prefix}{name}"
+            return f"{self.prefix}{self.namespace}{name}"
         if campaign is None:
             raise ValueError("a campaign is needed to name a slot-split index")
-        return f"{self.prefix}{name}:{{{_slot_tags()[slot_of(campaign)]}}}"
+        return f"{self.prefix}{self.namespace}{name}:{{{_slot_tags()[slot_of(campaign)]}}}"
 
     def registry(self, campaign: str | None = None) -> str:
         """Hash campaign -> tenant."""
@@ -96,8 +102,18 @@ class KeySchema:
     def all_index_keys(self, name: str) -> list[str]:
         """Every key of a slot-split index, to read it whole."""
         if not self.cluster:
-            return [f"{self.prefix}{name}"]
-        return [f"{self.prefix}{name}:{{{tag}}}" for tag in _slot_tags()]
+            return [f"{self.prefix}{self.namespace}{name}"]
+        return [f"{self.prefix}{self.namespace}{name}:{{{tag}}}" for tag in _slot_tags()]
+
+    def state_keys(self, campaign: str, jobs: list[str], days: list[str]) -> list[str]:
+        """Every key holding a campaign's realtime state (not its id marks)."""
+        keys = [self.meta(campaign), self.script(campaign), self.names(campaign), self.users(campaign),
+                self.counters(campaign)]
+        for job in jobs:
+            keys += [self.counters(campaign, job), self.journal(campaign, job)]
+        for day in days:
+            keys += [self.day_users(campaign, day, kind) for kind in "asi"]
+        return keys
 
     def stats(self) -> str:
         return f"{self.prefix}stats"

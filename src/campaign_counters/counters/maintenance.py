@@ -12,7 +12,9 @@ from typing import Any
 
 from .keys import CAMPAIGN_SCOPE
 from .protocol import Protocol, parse_names
-from .transport import Cmd, Plan, as_dict, call
+from .transport import Cmd, LuaScript, Plan, as_dict, call
+
+SWAP = LuaScript.load("swap.lua")
 
 
 @dataclass
@@ -108,9 +110,28 @@ def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
 
 def expire_campaign(p: Protocol, campaign: str, jobs: list[str], ttl: int) -> Plan:
     """Give every key of a finished campaign a retention TTL."""
-    k = p.keys
-    keys = [k.meta(campaign), k.script(campaign), k.names(campaign), k.users(campaign), k.counters(campaign, None)]
-    for job in jobs:
-        if job != CAMPAIGN_SCOPE:
-            keys += [k.counters(campaign, job), k.journal(campaign, job)]
+    keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
     yield from call(p.router, [Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys])
+
+
+def swap_in(p: Protocol, shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
+    """Atomically replace a campaign's state with its shadow copy (one Lua call, one slot).
+
+    Readers see the old state or the new one, never a mix. The live status
+    and completion mark are kept when the shadow has none.
+    """
+    live = p.keys.state_keys(campaign, jobs, days)
+    copy = shadow.keys.state_keys(campaign, jobs, days)
+    keys = [k for pair in zip(copy, live) for k in pair]
+    (reply,) = yield from call(p.router, [Cmd(campaign, ("EVALSHA", SWAP.sha, len(keys), *keys), SWAP)])
+    yield from call(p.router, [
+        Cmd(campaign, ("ZREM", shadow.keys.dirty(campaign), campaign)),
+        Cmd(campaign, ("HDEL", shadow.keys.registry(campaign), campaign)),
+        Cmd(campaign, ("ZINCRBY", p.keys.dirty(campaign), 1, campaign)),
+    ])
+    return reply
+
+
+def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
+    keys = shadow.keys.state_keys(campaign, jobs, days)
+    yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys))])

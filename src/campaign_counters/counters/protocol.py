@@ -7,8 +7,9 @@ they perform I/O.
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any, Iterable, Mapping
@@ -285,6 +286,12 @@ class Protocol:
             self.scripts.put(campaign, graph)
         return graph
 
+    def plan_timezone(self, tenant: str) -> Plan:
+        """The tenant's IANA timezone (UTC unless set)."""
+        check_id("tenant", tenant)
+        yield from self._load_timezones([tenant])
+        return self._tz[tenant][1]
+
     def set_timezone_cmd(self, tenant: str, tz: str) -> Cmd:
         check_id("tenant", tenant)
         try:
@@ -295,7 +302,20 @@ class Protocol:
         self._days.pop(tenant, None)
         return Cmd(None, ("HSET", self.keys.tenants(), tenant, tz))
 
+    def shadow(self) -> "Protocol":
+        """A twin writing to the campaign's shadow keys (same slots, same connections)."""
+        twin = copy.copy(self)
+        twin.keys = self.keys.shadow()
+        twin.settings = replace(self.settings, id_ttl=3600)
+        twin.stats = dict.fromkeys(self.stats, 0)
+        return twin
+
     # -- reading ---------------------------------------------------------------
+
+    def plan_graph(self, tenant: str, campaign: str) -> Plan:
+        """The campaign's flow graph (None without a script); NotFound for foreign campaigns."""
+        meta, _ = yield from self._owned(tenant, campaign, [])
+        return (yield from self._graph(campaign, meta.get(b"script_sha")))
 
     def _owned(self, tenant: str, campaign: str, extra: list[Cmd]) -> Plan:
         """Meta hash plus `extra`, raising NotFound for foreign campaigns."""

@@ -105,6 +105,12 @@ class MongoStore(ReportStore):
             doc.setdefault(f, None)
         return doc
 
+    def delete_journeys(self, tenant: str, campaign: str) -> None:
+        try:
+            self.journeys.delete_many({"tenant_id": tenant, "campaign_id": campaign})
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
     def upsert_overview(self, doc: dict[str, Any]) -> None:
         key = {k: doc[k] for k in ("tenant_id", "report_type", "report_date")}
         self._bulk(self.overviews, [self._pymongo.ReplaceOne(key, doc, upsert=True)])

@@ -129,6 +129,15 @@ class SQLiteStore(ReportStore):
             doc.setdefault(f, None)
         return doc
 
+    def delete_journeys(self, tenant: str, campaign: str) -> None:
+        where = "WHERE tenant_id=? AND campaign_id=?"
+        try:
+            with self._lock, self._db:
+                self._db.execute(f"DELETE FROM user_journeys {where}", (tenant, campaign))
+                self._db.execute(f"DELETE FROM journey_steps {where}", (tenant, campaign))
+        except sqlite3.Error as exc:
+            raise BackendError(f"report store {self.path}: {exc}") from exc
+
     def upsert_overview(self, doc: dict[str, Any]) -> None:
         self._write(
             "INSERT OR REPLACE INTO overview_reports VALUES (?, ?, ?, ?)",

@@ -43,6 +43,10 @@ class ReportStore(abc.ABC):
     def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod
+    def delete_journeys(self, tenant: str, campaign: str) -> None:
+        """Forget a campaign's journeys (a repair rewrites them from a new journal)."""
+
+    @abc.abstractmethod
     def upsert_overview(self, doc: dict[str, Any]) -> None:
         """Replace an OverviewReports document keyed by (tenant_id, report_type, report_date)."""
 

@@ -1,0 +1,202 @@
+"""Raw event history: a JSON Lines file, or FPTChat's `NotificationHistory` in MongoDB.
+
+Both stream events one at a time (memory stays bounded whatever the size)
+and filter by tenant, campaign and time: in MongoDB on the server, in a file
+while reading.
+
+MongoDB documents are mapped to events field by field. The defaults follow
+FPTChat's `NotificationHistory`; override any of them with a JSON object in
+`CAMPAIGN_COUNTERS_HISTORY_MAPPING` (or `open_history(..., mapping=...)`):
+
+| mapping key | default | becomes |
+|---|---|---|
+| `tenant` | `tenant_id` | `tenant` |
+| `campaign` | `campaign_id` | `campaign` (ObjectIds as hex) |
+| `job` | `job_id` | `job` |
+| `user` | `user_id` | `user` |
+| `sent` | `first_message` | truthy: a `sent` event |
+| `interaction` | `interaction_user` | truthy: an `interaction` event (else `targeted`) |
+| `target` | `answer_target` | `target` |
+| `choice` | `selected_action` | `choice` |
+| `title` | `answer_title` | `title` |
+| `node` | (none) | `node` |
+| `time` | `created_at` | `ts` (a datetime; naive ones are UTC) |
+| `timestamp` | `timestamp` | `ts` when `time` is missing (epoch seconds) |
+| `id` | `_id` | `id` (so re-read documents never count twice) |
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..connection import redact
+from ..errors import BackendError, ValidationError
+from ..events import Event, parse_event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAPPING = {
+    "tenant": "tenant_id", "campaign": "campaign_id", "job": "job_id", "user": "user_id",
+    "sent": "first_message", "interaction": "interaction_user", "target": "answer_target",
+    "choice": "selected_action", "title": "answer_title", "node": None, "time": "created_at",
+    "timestamp": "timestamp", "id": "_id",
+}
+ENV_MAPPING = "CAMPAIGN_COUNTERS_HISTORY_MAPPING"
+
+
+class HistorySource(abc.ABC):
+    """Where the nightly job reads what really happened."""
+
+    skipped: int = 0
+
+    @abc.abstractmethod
+    def events(self, tenant: str, campaigns: set[str] | None = None,
+               start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Event]:
+        """Events of a tenant (optionally some campaigns, a [start, end) time range), in stored order."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+def _wanted(ev: Event, tenant: str, campaigns: set[str] | None, start_ms: int | None, end_ms: int | None) -> bool:
+    return (ev.tenant == tenant and (campaigns is None or ev.campaign in campaigns)
+            and (start_ms is None or ev.ts_ms >= start_ms) and (end_ms is None or ev.ts_ms < end_ms))
+
+
+class JsonlHistory(HistorySource):
+    """A JSON Lines file of events (DESIGN 3.1); bad lines are skipped and counted."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ValidationError("history", f"no such file: {path}")
+
+    def events(self, tenant: str, campaigns: set[str] | None = None,
+               start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Event]:
+        self.skipped = 0
+        with self.path.open() as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip() or tenant not in line:
+                    continue
+                try:
+                    ev = parse_event(json.loads(line))
+                except (ValueError, ValidationError) as exc:
+                    self.skipped += 1
+                    log.warning("%s line %d skipped: %s", self.path, number, exc)
+                    continue
+                if _wanted(ev, tenant, campaigns, start_ms, end_ms):
+                    yield ev
+
+
+class MongoHistory(HistorySource):
+    """FPTChat's NotificationHistory collection, read with a field mapping."""
+
+    def __init__(self, url: str, mapping: dict[str, Any] | None = None, client: Any = None,
+                 collection: str | None = None) -> None:
+        parts = urlsplit(url)
+        params = dict(parse_qsl(parts.query))
+        collection = collection or params.pop("collection", "NotificationHistory")
+        clean = urlunsplit(parts._replace(query=urlencode(params)))
+        self.url = url
+        env = os.environ.get(ENV_MAPPING)
+        try:
+            overrides = json.loads(env) if env else {}
+        except ValueError:
+            raise ValidationError(ENV_MAPPING, "must be a JSON object") from None
+        self.mapping = {**DEFAULT_MAPPING, **overrides, **(mapping or {})}
+        unknown = set(self.mapping) - set(DEFAULT_MAPPING)
+        if unknown:
+            raise ValidationError("mapping", f"unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_MAPPING)}")
+        if client is None:
+            try:
+                import pymongo
+            except ImportError as exc:  # pragma: no cover - optional dependency
+                raise BackendError("MongoDB needs the 'mongo' extra: pip install 'campaign-counters[mongo]'") from exc
+            client = pymongo.MongoClient(clean, serverSelectionTimeoutMS=5000, tz_aware=True)
+            self._errors: tuple[type[Exception], ...] = (pymongo.errors.PyMongoError,)
+        else:
+            self._errors = (Exception,)
+        db = parts.path.lstrip("/") or "fptchat"
+        self.client = client
+        self.collection = client[db][collection]
+
+    def _query(self, tenant: str, campaigns: set[str] | None, start_ms: int | None, end_ms: int | None) -> dict:
+        m = self.mapping
+        query: dict[str, Any] = {m["tenant"]: tenant}
+        if campaigns is not None:
+            values: list[Any] = list(campaigns)
+            try:
+                from bson import ObjectId
+
+                values += [ObjectId(c) for c in campaigns if ObjectId.is_valid(c)]
+            except ImportError:  # pragma: no cover - bson ships with pymongo
+                pass
+            query[m["campaign"]] = {"$in": values}
+        if (start_ms is not None or end_ms is not None) and m.get("time"):
+            span: dict[str, Any] = {}
+            if start_ms is not None:
+                span["$gte"] = datetime.fromtimestamp(start_ms / 1000, timezone.utc)
+            if end_ms is not None:
+                span["$lt"] = datetime.fromtimestamp(end_ms / 1000, timezone.utc)
+            query[m["time"]] = span
+        return query
+
+    def to_event(self, doc: dict[str, Any]) -> Event:
+        m = self.mapping
+
+        def get(key: str) -> Any:
+            name = m.get(key)
+            return doc.get(name) if name else None
+
+        when = get("time")
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            ts: Any = when.timestamp()
+        else:
+            ts = get("timestamp")
+        kind = "sent" if get("sent") else "interaction" if get("interaction") else "targeted"
+        raw = {"type": kind, "tenant": get("tenant"), "campaign": get("campaign"), "job": get("job"),
+               "user": get("user"), "ts": ts, "id": get("id")}
+        for key in ("tenant", "campaign", "job", "user", "id"):
+            if raw[key] is not None and not isinstance(raw[key], (str, int)):
+                raw[key] = str(raw[key])  # ObjectId and friends
+        if kind == "interaction":
+            raw.update(target=get("target"), choice=get("choice"), title=get("title"), node=get("node"))
+        return parse_event({k: v for k, v in raw.items() if v is not None})
+
+    def events(self, tenant: str, campaigns: set[str] | None = None,
+               start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Event]:
+        self.skipped = 0
+        try:
+            cursor = self.collection.find(self._query(tenant, campaigns, start_ms, end_ms)).batch_size(5000)
+            for doc in cursor:
+                try:
+                    ev = self.to_event(doc)
+                except ValidationError as exc:
+                    self.skipped += 1
+                    log.warning("NotificationHistory %s skipped: %s", doc.get("_id"), exc)
+                    continue
+                if _wanted(ev, tenant, campaigns, start_ms, end_ms):
+                    yield ev
+        except self._errors as exc:
+            if isinstance(exc, (ValidationError, BackendError)):
+                raise
+            raise BackendError(f"history {redact(self.url)}: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_history(src: str, mapping: dict[str, Any] | None = None) -> HistorySource:
+    """A JSON Lines path, or a mongodb:// URL (`?collection=` to override NotificationHistory)."""
+    if src.startswith(("mongodb://", "mongodb+srv://")):
+        return MongoHistory(src, mapping)
+    return JsonlHistory(src)

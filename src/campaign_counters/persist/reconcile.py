@@ -1,0 +1,193 @@
+"""Nightly correctness check: recompute from history, compare, record the drift, repair.
+
+Truth is `recompute.CampaignTruth` over the campaign's whole history (the
+realtime counters are cumulative, so a campaign is checked whole; `--date`
+picks the campaigns that had events that day). A repair replays the history
+through the realtime script into the campaign's shadow keys and swaps them in
+with one atomic call, then re-snapshots, so readers never see half a repair.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from ..counters import Counters
+from ..counters import maintenance as m
+from ..errors import NotFound
+from ..recompute import CampaignTruth, window
+from ..reports import METRICS, iso_ms
+from .history import HistorySource
+from .snapshot import report_from_doc, snapshot_campaign
+from .store import ReportStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileResult:
+    tenant: str
+    checked: int = 0
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    campaigns: list[str] = field(default_factory=list)
+
+    def output(self) -> dict[str, Any]:
+        return {"checked": self.checked, "drift": self.drift, "repaired": self.repaired}
+
+
+def flatten_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
+    """Leaf values of the metric part of a report, keyed by dotted path."""
+    out: dict[str, Any] = {}
+    if report is None:
+        return out
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, list):
+            for item in value:
+                walk(f"{prefix}.{item['node']}", {k: v for k, v in item.items() if k != "node"})
+        else:
+            out[prefix] = value
+
+    for key in METRICS:
+        walk(key, report.get(key))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is b
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+    return a == b
+
+
+def compare(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
+    """(metric, expected, actual) for every leaf that differs; absent counts as 0."""
+    e, a = flatten_metrics(expected), flatten_metrics(actual)
+    diffs = []
+    for key in sorted(set(e) | set(a)):
+        ev, av = e.get(key), a.get(key)
+        if ev is None and key not in e:
+            ev = 0 if isinstance(av, (int, float)) and not key.endswith("_time") else None
+        if av is None and key not in a:
+            av = 0 if isinstance(ev, (int, float)) and not key.endswith("_time") else None
+        if not _same(ev, av):
+            diffs.append((key, ev, av))
+    return diffs
+
+
+def _live(counters: Counters, tenant: str, campaign: str, job: str | None) -> dict[str, Any] | None:
+    try:
+        return counters.report(tenant, campaign, job)
+    except NotFound:
+        return None
+
+
+def reconcile(
+    counters: Counters,
+    store: ReportStore | None,
+    history: HistorySource,
+    tenant: str,
+    *,
+    day: date | None = None,
+    campaigns: set[str] | None = None,
+    tz: ZoneInfo | None = None,
+    repair: bool = False,
+    progress: Callable[[str], None] | None = None,
+    record: bool = True,
+) -> ReconcileResult:
+    """Check (and optionally repair) a tenant's campaigns against their history."""
+    tz = tz or counters.run(counters.plan_timezone(tenant))
+    if campaigns is None:
+        start_ms = end_ms = None
+        if day is not None:
+            _, start, end = window("daily", day, tz)
+            start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms)}
+    truths = _truths(counters, history, tenant, campaigns)
+    result = ReconcileResult(tenant, campaigns=sorted(truths))
+    drifted: set[str] = set()
+    for campaign, truth in sorted(truths.items()):
+        if progress:
+            progress(campaign)
+        for job in [None, *truth.jobs]:
+            expected = truth.report(job)
+            result.checked += 1
+            for metric, want, got in compare(expected, _live(counters, tenant, campaign, job)):
+                result.drift.append({"campaign": campaign, "job": job, "metric": metric,
+                                     "expected": want, "actual": got, "source": "live"})
+                drifted.add(campaign)
+            if store is not None:
+                doc = store.campaign_report(tenant, campaign, job)
+                if doc is not None:
+                    for metric, want, got in compare(expected, report_from_doc(doc)):
+                        result.drift.append({"campaign": campaign, "job": job, "metric": metric,
+                                             "expected": want, "actual": got, "source": "snapshot"})
+                        drifted.add(campaign)
+    if repair and drifted:
+        for campaign in sorted(drifted):
+            if repair_campaign(counters, store, history, tenant, campaign):
+                result.repaired.append(campaign)
+        again = reconcile(counters, store, history, tenant, campaigns=drifted, tz=tz, record=False)
+        result.drift = again.drift
+    if store is not None and record:
+        store.insert_reconcile({
+            "tenant_id": tenant, "created_at": iso_ms(int(time.time() * 1000)),
+            "date": day.isoformat() if day else None, "timezone": str(tz), "campaigns": result.campaigns,
+            **result.output(),
+        })
+    return result
+
+
+def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: set[str]) -> dict[str, CampaignTruth]:
+    truths: dict[str, CampaignTruth] = {}
+    for campaign in campaigns:
+        try:
+            graph = counters.run(counters.plan_graph(tenant, campaign))
+        except NotFound:
+            graph = None  # nothing live (or another tenant's): everything will show as drift
+        truths[campaign] = CampaignTruth(tenant, campaign, graph)
+    for ev in history.events(tenant, set(campaigns)):
+        truths[ev.campaign].add(ev)
+    return truths
+
+
+def repair_campaign(counters: Counters, store: ReportStore | None, history: HistorySource,
+                    tenant: str, campaign: str) -> bool:
+    """Rebuild a campaign from its history beside the live keys, swap it in, re-snapshot."""
+    live = counters.run(m.campaign_meta(counters, campaign))
+    if live.tenant not in (None, tenant):
+        log.warning("not repairing %s: it belongs to another tenant", campaign)
+        return False
+    counters.run(counters.plan_timezone(tenant))
+    try:
+        graph = counters.run(counters.plan_graph(tenant, campaign))
+    except NotFound:
+        graph = None
+    events = list(history.events(tenant, {campaign}))
+    jobs = sorted({ev.job for ev in events if ev.job})
+    jobs = sorted(set(jobs) | set(live.jobs))
+    days = sorted({counters._day(tenant, ev.ts_ms) for ev in events}) if events else []
+    shadow = counters.shadow()
+    counters.run(m.drop_shadow(shadow, campaign, jobs, days))
+    try:
+        if graph is not None:
+            shadow.load_script(tenant, campaign, graph)
+        shadow.record_many(events)
+        counters.run(m.swap_in(counters, shadow, campaign, jobs, days))
+    finally:
+        counters.run(m.drop_shadow(shadow, campaign, jobs, days))
+    log.info("repaired %s/%s from %d history events", tenant, campaign, len(events))
+    if store is not None:
+        store.delete_journeys(tenant, campaign)
+        snapshot_campaign(counters, store, campaign)
+    return True

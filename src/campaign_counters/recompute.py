@@ -1,0 +1,252 @@
+"""Recompute reports from raw events: the truth the nightly reconcile trusts.
+
+Pure Python, no I/O, and independent of the Lua script: it keeps per-user
+sets and minimums and folds them at the end, so it shares no incremental
+logic with the realtime path it checks. Memory is O(users + event ids), not
+O(events): events are streamed through `add`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from .events import Event
+from .reports import Aggregate, build_report
+from .script import FlowGraph
+
+
+@dataclass
+class _User:
+    """What one user did in one scope; every field is order-independent."""
+
+    first: int | None = None
+    sent: int | None = None
+    fin: int | None = None
+    exit: str | None = None
+    interactions: int = 0
+    reached: set[str] = field(default_factory=set)
+    targets: set[str] = field(default_factory=set)
+
+    def merge(self, other: "_User") -> None:
+        self.first = _min(self.first, other.first)
+        self.sent = _min(self.sent, other.sent)
+        if other.fin is not None and (self.fin is None or (other.fin, other.exit or "") < (self.fin, self.exit or "")):
+            self.fin, self.exit = other.fin, other.exit
+        self.interactions += other.interactions
+        self.reached |= other.reached
+        self.targets |= other.targets
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class CampaignTruth:
+    """Accumulates one campaign's events; reports per job and for the campaign."""
+
+    def __init__(self, tenant: str, campaign: str, graph: FlowGraph | None) -> None:
+        self.tenant = tenant
+        self.campaign = campaign
+        self.graph = graph
+        self.users: dict[str, dict[str, _User]] = {}  # job -> user -> state
+        self.choices: dict[str, dict[tuple[str, str], int]] = {}  # job -> (node, choice) -> n
+        self.status: tuple[int, int, str] | None = None  # (ts, arrival, status)
+        self.job_status: dict[str, tuple[int, int, str]] = {}
+        self._ids: set[str] = set()
+        self._arrival = 0
+
+    def add(self, ev: Event) -> bool:
+        """Apply one event; False when its id was seen before."""
+        if ev.id is not None:
+            if ev.id in self._ids:
+                return False
+            self._ids.add(ev.id)
+        self._arrival += 1
+        if ev.type == "status":
+            mark = (ev.ts_ms, self._arrival, ev.status or "")
+            self.status = max(self.status, mark) if self.status else mark
+            if ev.job:
+                self.job_status[ev.job] = max(self.job_status.get(ev.job, mark), mark)
+            return True
+        job = ev.job or ""
+        u = self.users.setdefault(job, {}).setdefault(ev.user or "", _User())
+        u.first = _min(u.first, ev.ts_ms)
+        if ev.type == "sent":
+            u.sent = _min(u.sent, ev.ts_ms)
+            if self.graph and self.graph.start:
+                u.reached.add(self.graph.start)
+        elif ev.type == "interaction":
+            target = ev.target or ""
+            u.interactions += 1
+            u.targets.add(target)
+            u.reached.add(target)
+            at = self.graph.choice_node(target, ev.choice, ev.node) if self.graph else ev.node
+            if at:
+                u.reached.add(at)
+                if ev.choice is not None:
+                    key = (at, ev.choice)
+                    counts = self.choices.setdefault(job, {})
+                    counts[key] = counts.get(key, 0) + 1
+            if self.graph and self.graph.is_end(target):
+                if u.fin is None or (ev.ts_ms, target) < (u.fin, u.exit or ""):
+                    u.fin, u.exit = ev.ts_ms, target
+        return True
+
+    @property
+    def jobs(self) -> list[str]:
+        return sorted(self.users)
+
+    def _scope(self, job: str | None) -> tuple[dict[str, _User], dict[tuple[str, str], int]]:
+        if job is not None:
+            return self.users.get(job, {}), self.choices.get(job, {})
+        merged: dict[str, _User] = {}
+        choices: dict[tuple[str, str], int] = {}
+        for j, users in self.users.items():
+            for name, u in users.items():
+                merged.setdefault(name, _User()).merge(u)
+            for key, n in self.choices.get(j, {}).items():
+                choices[key] = choices.get(key, 0) + n
+        return merged, choices
+
+    def aggregate(self, job: str | None = None) -> Aggregate:
+        users, choices = self._scope(job)
+        agg = Aggregate()
+        succ = self.graph.successors if self.graph else {}
+        for u in users.values():
+            agg.target += 1
+            agg.sent += u.sent is not None
+            agg.interacted += u.interactions > 0
+            agg.interactions += u.interactions
+            if u.fin is not None:
+                agg.completed += 1
+                agg.completion_ms += u.fin - (u.sent if u.sent is not None else u.first or 0)
+            for n in u.reached:
+                agg.reached[n] = agg.reached.get(n, 0) + 1
+                if any(s in u.reached for s in succ.get(n, ())):
+                    agg.continued[n] = agg.continued.get(n, 0) + 1
+        for (node, choice), n in choices.items():
+            agg.choices.setdefault(node, {})[choice] = n
+        mark = self.job_status.get(job) if job else None
+        mark = mark or self.status
+        agg.status = mark[2] if mark else None
+        return agg
+
+    def report(self, job: str | None = None) -> dict[str, Any]:
+        return build_report(self.tenant, self.campaign, job, self.aggregate(job), self.graph)
+
+    def journey_summary(self, job: str, user: str) -> dict[str, Any] | None:
+        u = self.users.get(job, {}).get(user)
+        if u is None:
+            return None
+        ct = None
+        if u.fin is not None:
+            ct = (u.fin - (u.sent if u.sent is not None else u.first or 0)) / 1000
+        return {"completed": u.fin is not None, "exit_node": u.exit, "completion_time": ct,
+                "total_interactions": u.interactions}
+
+
+# -- overviews (DESIGN 3.4) -----------------------------------------------------
+
+PERIODS = ("daily", "weekly", "monthly")
+
+
+def window(period: str, day: date, tz: ZoneInfo) -> tuple[date, datetime, datetime]:
+    """(first local date, start, end) of the period holding `day`, in `tz`."""
+    if period == "daily":
+        first, last = day, day
+    elif period == "weekly":
+        first = day - timedelta(days=day.weekday())
+        last = first + timedelta(days=6)
+    elif period == "monthly":
+        first = day.replace(day=1)
+        last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+    else:
+        raise ValueError(f"period must be one of {PERIODS}")
+    start = datetime.combine(first, time(), tz)
+    end = datetime.combine(last + timedelta(days=1), time(), tz)
+    return first, start, end
+
+
+@dataclass
+class _CampaignDay:
+    users: set[str] = field(default_factory=set)
+    sent: set[str] = field(default_factory=set)
+    interacted: set[str] = field(default_factory=set)
+    interactions: int = 0
+
+
+class OverviewTruth:
+    """One tenant's overview of one window, from the events in it."""
+
+    def __init__(self, tenant: str, period: str, day: date, tz: ZoneInfo) -> None:
+        self.tenant, self.period, self.tz = tenant, period, tz
+        self.first, start, end = window(period, day, tz)
+        self.start_ms, self.end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        self.start, self.end = start, end
+        self.campaigns: dict[str, _CampaignDay] = {}
+        self.status: dict[str, tuple[int, int, str]] = {}
+        self._ids: set[tuple[str, str]] = set()
+        self._arrival = 0
+
+    def add(self, ev: Event) -> None:
+        if ev.tenant != self.tenant:
+            return
+        if ev.id is not None:
+            key = (ev.campaign, ev.id)
+            if key in self._ids:
+                return
+            self._ids.add(key)
+        self._arrival += 1
+        if ev.type == "status" and ev.ts_ms < self.end_ms:
+            mark = (ev.ts_ms, self._arrival, ev.status or "")
+            self.status[ev.campaign] = max(self.status.get(ev.campaign, mark), mark)
+        if not self.start_ms <= ev.ts_ms < self.end_ms:
+            return
+        c = self.campaigns.setdefault(ev.campaign, _CampaignDay())
+        if ev.type == "status":
+            return
+        c.users.add(ev.user or "")
+        if ev.type == "sent":
+            c.sent.add(ev.user or "")
+        elif ev.type == "interaction":
+            c.interacted.add(ev.user or "")
+            c.interactions += 1
+
+    def document(self) -> dict[str, Any]:
+        counted = self.campaigns
+        sent = sum(len(c.sent) for c in counted.values())
+        interacted = sum(len(c.interacted) for c in counted.values())
+        latest = {c: self.status[c][2] for c in counted if c in self.status}
+        return {
+            "tenant_id": self.tenant,
+            "report_type": self.period,
+            "report_date": self.first.isoformat(),
+            "timezone": str(self.tz),
+            "window_start": self.start.isoformat(),
+            "window_end": self.end.isoformat(),
+            "campaigns_count": len(counted),
+            "total_target_users": sum(len(c.users) for c in counted.values()),
+            "total_sent_users": sent,
+            "total_interacted_users": interacted,
+            "total_interactions": sum(c.interactions for c in counted.values()),
+            "avg_interaction_rate": interacted / sent * 100 if sent else 0.0,
+            "campaigns_completed": sum(1 for s in latest.values() if s == "COMPLETED"),
+            "campaigns_running": sum(1 for s in latest.values() if s == "RUNNING"),
+            "campaigns_error": sum(1 for s in latest.values() if s == "ERROR"),
+        }
+
+
+def local_day(ts_ms: int, tz: ZoneInfo) -> date:
+    return datetime.fromtimestamp(ts_ms / 1000, tz).date()
+
+
+def overview(events: Iterable[Event], tenant: str, period: str, day: date, tz: ZoneInfo) -> dict[str, Any]:
+    truth = OverviewTruth(tenant, period, day, tz)
+    for ev in events:
+        truth.add(ev)
+    return truth.document()
