@@ -1,4 +1,4 @@
 from .app import main
-from . import persist_commands  # noqa: F401  (registers its commands on main)
+from . import nightly_commands, persist_commands  # noqa: F401  (register their commands on main)
 
 main(prog_name="campaign-counters")

@@ -85,15 +85,24 @@ def worker(cfg: Config, burst: bool) -> None:
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @config_options
 def scheduler(cfg: Config, interval: float, once: bool) -> None:
-    """Every tick, enqueue one snapshot for each campaign with changes."""
+    """Every tick: enqueue a snapshot per changed campaign, and each tenant's
+    nightly job once its local midnight has passed (missed nights are caught up).
+
+    The nightly job reconciles the day that ended against the history in
+    $CAMPAIGN_COUNTERS_HISTORY (repairing with CAMPAIGN_COUNTERS_REPAIR=1) and
+    writes the daily overview, the weekly one on Mondays, the monthly one on the 1st.
+    """
+    from ..persist import nightly
     from ..persist.jobs import make_queue, tick
 
     counters = counters_for(cfg)
     queue = make_queue(cfg.queue)
     while True:
         enqueued = tick(counters, queue)
-        if enqueued or once:
-            say(f"tick: {len(enqueued)} snapshot(s) enqueued")
+        nights = nightly.tick(counters, queue)
+        if enqueued or nights or once:
+            say(f"tick: {len(enqueued)} snapshot(s) enqueued, {len(nights)} nightly job(s)"
+                + "".join(f" [{t} {d}]" for t, d in nights))
         if once:
             return
         time.sleep(interval)

@@ -135,3 +135,40 @@ def swap_in(p: Protocol, shadow: Protocol, campaign: str, jobs: list[str], days:
 def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
     keys = shadow.keys.state_keys(campaign, jobs, days)
     yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys))])
+
+
+def tenant_campaigns(p: Protocol, tenant: str) -> Plan:
+    """Campaigns bound to a tenant, from the (slot-split) registry."""
+    keys = p.keys.all_index_keys("registry")
+    replies = yield from call(p.router, [Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys])
+    found = []
+    for reply in replies:
+        for campaign, owner in as_dict(reply).items():
+            if owner.decode() == tenant:
+                found.append(campaign.decode())
+    return sorted(found)
+
+
+def all_tenants(p: Protocol) -> Plan:
+    """Tenants with a campaign or a timezone setting: tenant -> timezone name (None: UTC)."""
+    keys = p.keys.all_index_keys("registry")
+    replies = yield from call(p.router, [Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys])
+    (zones,) = yield from call(p.router, [Cmd(None, ("HGETALL", p.keys.tenants()))])
+    tenants: dict[str, str | None] = {}
+    for reply in replies:
+        for owner in as_dict(reply).values():
+            tenants.setdefault(owner.decode(), None)
+    for tenant, zone in as_dict(zones).items():
+        tenants[tenant.decode()] = zone.decode()
+    return tenants
+
+
+def day_counts(p: Protocol, campaigns: list[str], day: str) -> Plan:
+    """[(campaign, ~users, ~sent, ~interacted, interactions)] of one local day, from the HLLs."""
+    k = p.keys
+    cmds = []
+    for c in campaigns:
+        cmds += [Cmd(c, ("PFCOUNT", k.day_users(c, day, kind))) for kind in "asi"]
+        cmds.append(Cmd(c, ("HGET", k.counters(c), f"i:{day}")))
+    replies = yield from call(p.router, cmds)
+    return [(c, *replies[4 * i:4 * i + 3], int(replies[4 * i + 3] or 0)) for i, c in enumerate(campaigns)]

@@ -1,0 +1,122 @@
+"""Commands of the nightly side: reconcile, overview (and backfill), tenant settings."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+
+from ..config import Config
+from ..errors import ValidationError
+from ..persist.nightly import ENV_HISTORY
+from .app import EXIT_DRIFT, config_options, counters_for, emit, format_option, main, say, store_for
+
+history_option = click.option(
+    "--history", "history_src", envvar=ENV_HISTORY, show_envvar=True, metavar="SRC",
+    help="Raw events: a JSON Lines file, or mongodb://host/db (NotificationHistory; "
+         "?collection=NAME to change it; field mapping in CAMPAIGN_COUNTERS_HISTORY_MAPPING).")
+tz_option = click.option("--tz", help="IANA timezone, e.g. Asia/Ho_Chi_Minh [default: the tenant's setting, else UTC].")
+
+
+def _zone(counters: Any, tenant: str, name: str | None) -> ZoneInfo:
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError("tz", f"unknown timezone {name!r}") from None
+    return counters.run(counters.plan_timezone(tenant))
+
+
+def _history(src: str | None) -> Any:
+    from ..persist.history import open_history
+
+    if not src:
+        raise ValidationError("history", f"give --history SRC (or set {ENV_HISTORY})")
+    return open_history(src)
+
+
+@main.command()
+@click.option("--tenant", required=True, help="Tenant id.")
+@history_option
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Check the campaigns with events on this local day.")
+@click.option("--campaign", multiple=True, help="Check only this campaign (repeatable).")
+@tz_option
+@click.option("--repair", is_flag=True, help="Replace drifting campaigns' Redis state with the truth, atomically, and re-snapshot.")
+@format_option
+@config_options
+def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, campaign: tuple[str, ...],
+              tz: str | None, repair: bool, fmt: str) -> None:
+    """Recompute campaigns from the raw history and compare with the live counters.
+
+    Prints {"checked", "drift": [{"campaign", "job", "metric", "expected",
+    "actual"}], "repaired"} and stores it as a ReconcileReports document.
+    Exit status 0 when there is no drift (after repairing, with --repair), 1 otherwise.
+    """
+    from ..persist.reconcile import reconcile as run
+
+    counters = counters_for(cfg)
+    result = run(counters, store_for(cfg), _history(history_src), tenant,
+                 day=day.date() if day else None, campaigns=set(campaign) or None,
+                 tz=_zone(counters, tenant, tz), repair=repair, progress=lambda c: say(f"checking {c} ..."))
+    emit(result.output(), fmt)
+    say(f"{result.checked} reports checked, {len(result.drift)} drifting metrics"
+        + (f", repaired {', '.join(result.repaired)}" if result.repaired else ""))
+    if result.drift:
+        sys.exit(EXIT_DRIFT)
+
+
+@main.command()
+@click.option("--tenant", required=True, help="Tenant id.")
+@click.option("--period", type=click.Choice(["daily", "weekly", "monthly"]), default="daily", show_default=True)
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A local date in the period [default: today].")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Backfill: every period from --date to this date.")
+@history_option
+@click.option("--live", is_flag=True, help="Approximate 'today so far' from Redis HyperLogLogs (no history needed).")
+@tz_option
+@format_option
+@config_options
+def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, history_src: str | None, live: bool,
+             tz: str | None, fmt: str) -> None:
+    """Print (and store) a tenant's overview for a day, ISO week or month.
+
+    Windows are local to the tenant's timezone. Exact overviews come from the
+    history and are upserted into the report store; --live gives today's
+    numbers so far, approximately, without storing them.
+    """
+    from ..persist import overview as ov
+
+    counters = counters_for(cfg)
+    zone = _zone(counters, tenant, tz)
+    if live:
+        emit(ov.today_so_far(counters, tenant, zone), fmt)
+        return
+    history = _history(history_src)
+    first = day.date() if day else date.today()
+    last = until.date() if until else first
+    if last < first:
+        raise ValidationError("until", "must not be before --date")
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    docs = ov.overviews(history, tenant, period, days, zone, progress=lambda n: say(f"... {n:,} events read"))
+    store = store_for(cfg)
+    with click.progressbar(docs, label=f"storing {len(docs)} {period} overview(s)", file=sys.stderr) as bar:
+        for doc in bar:
+            store.upsert_overview(doc)
+    emit(docs[0] if len(docs) == 1 else docs, fmt)
+
+
+@main.group()
+def tenant() -> None:
+    """Tenant settings."""
+
+
+@tenant.command("set-tz")
+@click.option("--tenant", "name", required=True, help="Tenant id.")
+@click.option("--tz", required=True, help="IANA timezone, e.g. Europe/Berlin.")
+@config_options
+def set_tz(cfg: Config, name: str, tz: str) -> None:
+    """Set the timezone of a tenant: its days, overviews and nightly run follow it."""
+    counters_for(cfg).set_timezone(name, tz)
+    emit({"tenant": name, "tz": tz}, "json")
