@@ -109,7 +109,7 @@ class CrashingStore(ReportStore):
             return object.__getattribute__(self, name)
         return getattr(object.__getattribute__(self, "inner"), name)
 
-    upsert_campaign_reports = campaign_report = campaign_reports = journey = None
+    upsert_campaign_reports = campaign_report = campaign_reports = journey = delete_journeys = None
     upsert_overview = overview = insert_reconcile = reconcile_reports = ping = None
 
 
