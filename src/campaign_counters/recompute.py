@@ -105,10 +105,20 @@ class CampaignTruth:
         if job is not None:
             return self.users.get(job, {}), self.choices.get(job, {})
         merged: dict[str, _User] = {}
+        copied: set[str] = set()
         choices: dict[tuple[str, str], int] = {}
         for j, users in self.users.items():
             for name, u in users.items():
-                merged.setdefault(name, _User()).merge(u)
+                seen = merged.get(name)
+                if seen is None:
+                    merged[name] = u  # most users are in one job: share, don't copy
+                    continue
+                if name not in copied:
+                    fresh = _User()
+                    fresh.merge(seen)
+                    merged[name] = seen = fresh
+                    copied.add(name)
+                seen.merge(u)
             for key, n in self.choices.get(j, {}).items():
                 choices[key] = choices.get(key, 0) + n
         return merged, choices
