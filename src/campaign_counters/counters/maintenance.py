@@ -137,27 +137,24 @@ def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str
     yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys))])
 
 
-def tenant_campaigns(p: Protocol, tenant: str) -> Plan:
-    """Campaigns bound to a tenant, from the (slot-split) registry."""
+def registry(p: Protocol) -> Plan:
+    """campaign -> tenant for every campaign, from the (slot-split) registry."""
     keys = p.keys.all_index_keys("registry")
     replies = yield from call(p.router, [Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys])
-    found = []
-    for reply in replies:
-        for campaign, owner in as_dict(reply).items():
-            if owner.decode() == tenant:
-                found.append(campaign.decode())
-    return sorted(found)
+    return {c.decode(): t.decode() for reply in replies for c, t in as_dict(reply).items()}
+
+
+def tenant_campaigns(p: Protocol, tenant: str) -> Plan:
+    """Campaigns bound to a tenant."""
+    owners = yield from registry(p)
+    return sorted(c for c, t in owners.items() if t == tenant)
 
 
 def all_tenants(p: Protocol) -> Plan:
     """Tenants with a campaign or a timezone setting: tenant -> timezone name (None: UTC)."""
-    keys = p.keys.all_index_keys("registry")
-    replies = yield from call(p.router, [Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys])
+    owners = yield from registry(p)
     (zones,) = yield from call(p.router, [Cmd(None, ("HGETALL", p.keys.tenants()))])
-    tenants: dict[str, str | None] = {}
-    for reply in replies:
-        for owner in as_dict(reply).values():
-            tenants.setdefault(owner.decode(), None)
+    tenants: dict[str, str | None] = dict.fromkeys(owners.values())
     for tenant, zone in as_dict(zones).items():
         tenants[tenant.decode()] = zone.decode()
     return tenants
