@@ -26,7 +26,7 @@ from ..errors import BackendError, CampaignCountersError
 from ..events import Event
 from ..script import FlowGraph, ScriptCache
 from .protocol import FAILED, Protocol, RecordResult, Settings
-from .transport import Address, Plan, RefreshTopology, call
+from .transport import Address, Plan, Receive, RefreshTopology, Send, call
 
 log = logging.getLogger(__name__)
 CLUSTER_SLOTS = ("CLUSTER", "SLOTS")
@@ -48,6 +48,83 @@ async def read_one_async(read: Any) -> Any:
         return await read()
     except ResponseError as exc:
         return exc
+
+
+class Held:
+    """Connections held by one plan run for streamed sends (Send ... Receive).
+
+    Replies are read in the order commands were written; a connection error
+    turns the unread replies of that node into that error, and a connection
+    released with replies unread is closed rather than returned dirty.
+    """
+
+    def __init__(self) -> None:
+        self.conns: dict[Address, tuple[Any, Any]] = {}  # addr -> (pool, connection)
+        self.sent: dict[Address, int] = {}
+        self.errors: dict[Address, Exception] = {}
+
+    def _conn(self, addr: Address, pool: Any, conn: Any) -> Any:
+        self.conns[addr] = (pool, conn)
+        self.sent.setdefault(addr, 0)
+        return conn
+
+    def send(self, addr: Address, cmds: list[tuple], pool: Any) -> None:
+        if addr in self.errors:
+            self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
+            return
+        conn = self.conns[addr][1] if addr in self.conns else self._conn(addr, pool, pool.get_connection())
+        self.sent[addr] += len(cmds)
+        try:
+            conn.send_packed_command([pack(cmds)], check_health=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.errors[addr] = exc
+
+    async def send_async(self, addr: Address, cmds: list[tuple], pool: Any) -> None:
+        if addr in self.errors:
+            self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
+            return
+        conn = self.conns[addr][1] if addr in self.conns else self._conn(addr, pool, await pool.get_connection())
+        self.sent[addr] += len(cmds)
+        try:
+            await conn.send_packed_command([pack(cmds)], check_health=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.errors[addr] = exc
+
+    def read(self, addr: Address) -> list[Any]:
+        n, out = self.sent.pop(addr), []
+        try:
+            while addr not in self.errors and len(out) < n:
+                out.append(read_one(self.conns[addr][1].read_response))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.errors[addr] = exc
+        return out + [self.errors.get(addr)] * (n - len(out))
+
+    async def read_async(self, addr: Address) -> list[Any]:
+        n, out = self.sent.pop(addr), []
+        try:
+            while addr not in self.errors and len(out) < n:
+                out.append(await read_one_async(self.conns[addr][1].read_response))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            self.errors[addr] = exc
+        return out + [self.errors.get(addr)] * (n - len(out))
+
+    def _drop(self) -> list[tuple[Any, Any, bool]]:
+        dirty = set(self.sent) | set(self.errors)
+        out = [(pool, conn, addr in dirty) for addr, (pool, conn) in self.conns.items()]
+        self.conns, self.sent, self.errors = {}, {}, {}
+        return out
+
+    def release(self) -> None:
+        for pool, conn, dirty in self._drop():
+            if dirty:
+                conn.disconnect()
+            pool.release(conn)
+
+    async def release_async(self) -> None:
+        for pool, conn, dirty in self._drop():
+            if dirty:
+                await conn.disconnect()
+            await pool.release(conn)
 
 
 def first_answer(replies: Iterable[Any]) -> Any:
@@ -116,20 +193,31 @@ class Counters(_Base):
         finally:
             pool.release(conn)
 
-    def _io(self, request: Any) -> Any:
+    def _io(self, request: Any, held: "Held") -> Any:
+        if isinstance(request, Send):
+            for addr, cmds in request.by_node.items():
+                held.send(addr, cmds, self._client(addr).connection_pool)
+            return None
+        if isinstance(request, Receive):
+            try:
+                return {addr: held.read(addr) for addr in list(held.sent)}
+            finally:
+                held.release()
         if isinstance(request, RefreshTopology):
             return first_answer(self._pipeline(a, [CLUSTER_SLOTS])[0] for a in self._refresh_sources())
         return {addr: self._pipeline(addr, cmds) for addr, cmds in request.by_node.items()}
 
     def _run(self, plan: Plan) -> Any:
-        reply = None
+        reply, held = None, Held()
         try:
             while True:
-                reply = self._io(plan.send(reply))
+                reply = self._io(plan.send(reply), held)
         except StopIteration as stop:
             return stop.value
         except RedisError as exc:
             raise self._wrap(exc) from exc
+        finally:
+            held.release()
 
     def record(self, event: Event | Mapping[str, Any]) -> str:
         """Apply one event: 'applied' or 'duplicate'; raises on bad input or failure."""
@@ -195,7 +283,16 @@ class AsyncCounters(_Base):
         finally:
             await pool.release(conn)
 
-    async def _io(self, request: Any) -> Any:
+    async def _io(self, request: Any, held: "Held") -> Any:
+        if isinstance(request, Send):
+            for addr, cmds in request.by_node.items():
+                await held.send_async(addr, cmds, self._client(addr).connection_pool)
+            return None
+        if isinstance(request, Receive):
+            try:
+                return {addr: await held.read_async(addr) for addr in list(held.sent)}
+            finally:
+                await held.release_async()
         if isinstance(request, RefreshTopology):
             replies = [(await self._pipeline(a, [CLUSTER_SLOTS]))[0] for a in self._refresh_sources()]
             return first_answer(replies)
@@ -204,14 +301,16 @@ class AsyncCounters(_Base):
         return dict(zip(nodes, replies))
 
     async def _run(self, plan: Plan) -> Any:
-        reply = None
+        reply, held = None, Held()
         try:
             while True:
-                reply = await self._io(plan.send(reply))
+                reply = await self._io(plan.send(reply), held)
         except StopIteration as stop:
             return stop.value
         except RedisError as exc:
             raise self._wrap(exc) from exc
+        finally:
+            await held.release_async()
 
     async def record(self, event: Event | Mapping[str, Any]) -> str:
         return await self._run(self.plan_record(event))

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as dtime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
@@ -24,7 +24,7 @@ from ..events import Event, check_id, parse_event
 from ..reports import Aggregate, build_report
 from ..script import SEP, FlowGraph, ScriptCache, parse_script
 from .keys import KeySchema
-from .transport import Cmd, LuaScript, Plan, Router, as_dict, call, execute
+from .transport import Cmd, LuaScript, Plan, Router, as_dict, call, execute, execute_streamed
 
 RECORD = LuaScript.load("record.lua")
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
@@ -190,17 +190,21 @@ class Protocol:
         groups: dict[str, list[tuple[int, Event]]] = {}
         for item in batch:
             groups.setdefault(item[1].campaign, []).append(item)
-        cmds: list[Cmd] = []
         members: list[list[int]] = []
         expiring: dict[str, str] = {}
-        for campaign, items in groups.items():
-            for start in range(0, len(items), self.settings.script_batch):
-                part = items[start:start + self.settings.script_batch]
-                cmds.append(self._record_cmd(campaign, [ev for _, ev in part], expiring))
-                members.append([i for i, _ in part])
-        n_record = len(cmds)
-        cmds += [Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in expiring.items()]
-        replies = yield from execute(self.router, cmds)
+
+        def commands() -> Iterator[Cmd]:
+            # Built one script call at a time: each is written to Redis while
+            # the next is being built.
+            for campaign, items in groups.items():
+                for start in range(0, len(items), self.settings.script_batch):
+                    part = items[start:start + self.settings.script_batch]
+                    members.append([i for i, _ in part])
+                    yield self._record_cmd(campaign, [ev for _, ev in part], expiring)
+            yield from (Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in list(expiring.items()))
+
+        replies = yield from execute_streamed(self.router, commands())
+        n_record = len(members)
         for key, reply in zip(expiring, replies[n_record:]):
             if reply == 1:
                 self._expiring.add(key)

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
-from typing import Any, Generator, Sequence
+from typing import Any, Generator, Iterable, Sequence
 
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, TryAgainError
 
@@ -60,6 +60,23 @@ class Batches:
 @dataclass(frozen=True)
 class RefreshTopology:
     """Request to the driver: return CLUSTER SLOTS from any reachable node."""
+
+
+@dataclass(frozen=True)
+class Send:
+    """Request to the driver: write these commands now, on one held connection per
+    node, without waiting for replies (so Redis works while we build the next)."""
+
+    by_node: dict[Address, list[tuple]]
+
+
+@dataclass(frozen=True)
+class Receive:
+    """Request to the driver: the replies of everything sent since the last Receive,
+    per node, in order; the held connections are released."""
+
+
+RETRYABLE = (NoScriptError, MovedError, AskError, TryAgainError)
 
 
 Plan = Generator[Any, Any, Any]
@@ -141,6 +158,34 @@ def execute(router: Router, cmds: Sequence[Cmd], attempts: int = 4) -> Plan:
         pending = sorted(retry)
     for i in pending:
         results[i] = RedisError("gave up after repeated MOVED/NOSCRIPT replies")
+    return results
+
+
+def execute_streamed(router: Router, cmds: Iterable[Cmd]) -> Plan:
+    """Like execute, but each command is written as soon as it is built.
+
+    Commands that provably did not run (NOSCRIPT, MOVED, ...) are retried
+    through `execute` afterwards; everything else runs exactly once.
+    """
+    if router.cluster and router.address(None) is None:
+        router.update((yield RefreshTopology()))
+    sent: list[Cmd] = []
+    nodes: list[Address] = []
+    for cmd in cmds:
+        addr = router.address_of(cmd)
+        yield Send({addr: [cmd.args]})
+        sent.append(cmd)
+        nodes.append(addr)
+    if not sent:
+        return []
+    replies = yield Receive()
+    cursor = {addr: iter(r) for addr, r in replies.items()}
+    results = [next(cursor[addr]) for addr in nodes]
+    retry = [i for i, r in enumerate(results) if isinstance(r, RETRYABLE)]
+    if retry:
+        again = yield from execute(router, [sent[i] for i in retry])
+        for i, r in zip(retry, again):
+            results[i] = r
     return results
 
 
