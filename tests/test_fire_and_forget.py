@@ -91,3 +91,17 @@ def test_backend_error_message_hides_the_password():
         c.report(T, C)
     assert "hunter2" not in str(info.value)
     assert "***" in str(info.value)
+
+
+async def test_a_cancelled_call_leaves_no_dirty_connection(redis_url):
+    """Timeouts cancel mid-flight; the next calls must not read stale replies."""
+    c = AsyncCounters(redis_url, settings=Settings(timeout=0.000001))
+    outcomes = [await c.record_safe(ev("sent", f"u{i}", 1, id=f"x{i}")) for i in range(30)]
+    assert set(outcomes) <= {"applied", "failed"}
+    c.settings = Settings(timeout=5.0)
+    for i in range(30):  # whatever was cut short is either applied or not, never twice
+        assert await c.record_safe(ev("sent", f"u{i}", 1, id=f"x{i}")) in ("applied", "duplicate")
+    report = await c.report(T, C)
+    assert report["sent_users_count"] == 30
+    assert (await c.record(ev("sent", "fresh", 2))) == "applied"
+    await c.close()

@@ -91,21 +91,23 @@ class Held:
             self.errors[addr] = exc
 
     def read(self, addr: Address) -> list[Any]:
-        n, out = self.sent.pop(addr), []
+        n, out = self.sent[addr], []
         try:
             while addr not in self.errors and len(out) < n:
                 out.append(read_one(self.conns[addr][1].read_response))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
+        del self.sent[addr]  # only now: a read cut short leaves the connection marked dirty
         return out + [self.errors.get(addr)] * (n - len(out))
 
     async def read_async(self, addr: Address) -> list[Any]:
-        n, out = self.sent.pop(addr), []
+        n, out = self.sent[addr], []
         try:
             while addr not in self.errors and len(out) < n:
                 out.append(await read_one_async(self.conns[addr][1].read_response))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
+        del self.sent[addr]  # only now: a read cut short leaves the connection marked dirty
         return out + [self.errors.get(addr)] * (n - len(out))
 
     def _drop(self) -> list[tuple[Any, Any, bool]]:
@@ -181,17 +183,13 @@ class Counters(_Base):
     _module = redis
 
     def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
-        """Send a batch and read raw replies; errors are returned in place."""
-        pool = self._client(addr).connection_pool
-        conn = pool.get_connection()
+        """Send a batch on a connection of its own and read the raw replies (errors in place)."""
+        own = Held()
         try:
-            conn.send_packed_command([pack(cmds)], check_health=False)
-            return [read_one(conn.read_response) for _ in cmds]
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            conn.disconnect()
-            return [exc] * len(cmds)
+            own.send(addr, cmds, self._client(addr).connection_pool)
+            return own.read(addr)
         finally:
-            pool.release(conn)
+            own.release()
 
     def _io(self, request: Any, held: "Held") -> Any:
         if isinstance(request, Send):
@@ -269,19 +267,12 @@ class AsyncCounters(_Base):
         self.max_in_flight = 10000
 
     async def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
-        pool = self._client(addr).connection_pool
-        conn = await pool.get_connection()
+        own = Held()
         try:
-            await conn.send_packed_command([pack(cmds)], check_health=False)
-            return [await read_one_async(conn.read_response) for _ in cmds]
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await conn.disconnect()
-            return [exc] * len(cmds)
-        except BaseException:
-            await conn.disconnect()  # cancelled mid-batch: replies would be left unread
-            raise
+            await own.send_async(addr, cmds, self._client(addr).connection_pool)
+            return await own.read_async(addr)
         finally:
-            await pool.release(conn)
+            await own.release_async()
 
     async def _io(self, request: Any, held: "Held") -> Any:
         if isinstance(request, Send):
