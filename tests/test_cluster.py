@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mongomock
+import pytest
 import redis
 from redis.crc import key_slot
 
@@ -85,3 +86,19 @@ def test_client_follows_a_slot_migration(cluster_url, redis_cluster):
     assert res.failed == 0 and res.accepted > 0
     assert metrics_of(c.report(T, campaign)) == expected_report(first + later, OFFER_SCRIPT)
     assert redis.Redis(port=target).exists(f"cc:v1:{{{campaign}}}:m")
+
+
+def test_tenant_day_users_are_counted_across_slots(cluster_url, redis_cluster):
+    c = Counters(cluster_url)
+    campaigns = [f"tday-{i}" for i in range(9)]
+    assert len({redis_cluster.node_of_slot(key_slot(f"{{{x}}}".encode())) for x in campaigns}) == 3
+    ts = 1_767_225_600  # 2026-01-01 00:00 UTC
+    events = [{"type": "sent", "tenant": T, "campaign": x, "job": "j", "user": f"u{u}", "ts": ts + 60}
+              for x in campaigns for u in range(500)]
+    events += [{"type": "sent", "tenant": "other", "campaign": "tday-other", "job": "j", "user": f"z{u}", "ts": ts}
+               for u in range(300)]
+    assert c.record_many(events).accepted == len(events)
+    assert c.run(m.tenant_day_users(c, T, "20260101")) == pytest.approx(500, rel=0.03)
+    assert c.run(m.tenant_day_users(c, "other", "20260101")) == pytest.approx(300, rel=0.03)
+    for port in redis_cluster.ports:
+        assert not list(redis_cluster.client(port).scan_iter("cc:v1:tmp:*"))

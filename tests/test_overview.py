@@ -158,3 +158,4 @@ def test_today_so_far_is_close_to_exact(redis_url):
     assert doc["total_sent_users"] == pytest.approx(6000, rel=0.03)
     assert doc["total_interacted_users"] == pytest.approx(2000, rel=0.03)
     assert doc["report_date"] == now.astimezone(tz).date().isoformat()
+    assert doc["distinct_users"] == pytest.approx(3000, rel=0.03)  # the same users in both campaigns

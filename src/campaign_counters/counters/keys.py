@@ -84,6 +84,20 @@ class KeySchema:
         """HyperLogLog of users of one local day; kind is a(ny), s(ent) or i(nteracted)."""
         return self.campaign(campaign) + f"d:{day}:{kind}"
 
+    def tenant_day_users(self, tenant: str, day: str, campaign: str | None = None) -> str:
+        """HyperLogLog of a tenant's distinct users in one local day, across campaigns.
+
+        Split per cluster slot (the slot of the campaign writing to it) so the
+        record script can update it atomically; readers union the parts.
+        """
+        return self._indexed("tday", campaign) + f":{tenant}:{day}"
+
+    def tenant_day_parts(self, tenant: str, day: str, campaigns: list[str]) -> list[str]:
+        """The parts of a tenant-day HyperLogLog that these campaigns may have written."""
+        if not self.cluster:
+            return [self.tenant_day_users(tenant, day)]
+        return sorted({self.tenant_day_users(tenant, day, c) for c in campaigns})
+
     def _indexed(self, name: str, campaign: str | None) -> str:
         if not self.cluster:
             return f"{self.prefix}{self.namespace}{name}"

@@ -169,3 +169,24 @@ def day_counts(p: Protocol, campaigns: list[str], day: str) -> Plan:
         cmds.append(Cmd(c, ("HGET", k.counters(c), f"i:{day}")))
     replies = yield from call(p.router, cmds)
     return [(c, *replies[4 * i:4 * i + 3], int(replies[4 * i + 3] or 0)) for i, c in enumerate(campaigns)]
+
+
+def tenant_day_users(p: Protocol, tenant: str, day: str) -> Plan:
+    """Approximate distinct users of a tenant in one local day, across its campaigns.
+
+    On Redis Cluster the parts live in several slots: they are copied (DUMP /
+    RESTORE) next to each other and counted together, then dropped.
+    """
+    campaigns = yield from tenant_campaigns(p, tenant)
+    parts = p.keys.tenant_day_parts(tenant, day, campaigns)
+    if not p.router.cluster:
+        (count,) = yield from call(p.router, [Cmd(None, ("PFCOUNT", *parts))])
+        return int(count)
+    dumps = yield from call(p.router, [Cmd(None, ("DUMP", key)) for key in parts])
+    tag = f"{{cc-tday-{tenant}}}"
+    temp = [f"{p.keys.prefix}tmp:{tag}:{day}:{i}" for i, d in enumerate(dumps) if d is not None]
+    if not temp:
+        return 0
+    restore = [Cmd(None, ("RESTORE", key, 60_000, d, "REPLACE")) for key, d in zip(temp, [d for d in dumps if d is not None])]
+    replies = yield from call(p.router, [*restore, Cmd(None, ("PFCOUNT", *temp)), Cmd(None, ("DEL", *temp))])
+    return int(replies[-2])

@@ -123,13 +123,14 @@ class Protocol:
                     keys += [job_key, k.journal(campaign, ev.job)]
                     job_ref = refs[job_key] = len(keys) - 1
             if ev.type != "status":
-                day_key = k.day_users(campaign, day, "a")
-                day_ref = refs.get(day_key, 0)
+                group = f"{campaign}\0{day}\0{ev.tenant}"
+                day_ref = refs.get(group, 0)
                 if not day_ref:
-                    keys += [day_key, k.day_users(campaign, day, "s"), k.day_users(campaign, day, "i")]
-                    day_ref = refs[day_key] = len(keys) - 2
-                for kind in ("a", DAY_KIND.get(ev.type)):
-                    if kind and (key := keys[day_ref - 1 + "asi".index(kind)]) not in self._expiring:
+                    keys += [k.day_users(campaign, day, "a"), k.day_users(campaign, day, "s"),
+                             k.day_users(campaign, day, "i"), k.tenant_day_users(ev.tenant, day, campaign)]
+                    day_ref = refs[group] = len(keys) - 3
+                for kind in ("a", DAY_KIND.get(ev.type), "t"):
+                    if kind and (key := keys[day_ref - 1 + "asit".index(kind)]) not in self._expiring:
                         expiring[key] = campaign
             if ev.id is not None:
                 id_key = k.idempotency(campaign, ev.id)

@@ -22,7 +22,8 @@
 --
 -- KEYS: 1 meta  2 users  3 campaign counters  4 dirty index  5 registry
 --       6 names  then the keys events refer to by position: job counters
---       (journal right after), day HLLs (any, sent, interacted), id marks.
+--       (journal right after), day HLLs (any, sent, interacted, then the
+--       tenant's users of the day, across campaigns), id marks.
 -- ARGV: 1 campaign  2 id ttl (s)  3 journal (0|1)  4 number of events, then
 --       per event 14 values: type (t|s|i|x), tenant, job, user, ts (ms),
 --       target, choice, node, title, status, day, job key #, day key #,
@@ -304,6 +305,7 @@ for e = 0, n - 1 do
       end
       local day = tonumber(ARGV[b + 13])
       hll_add(KEYS[day], ev.user)
+      hll_add(KEYS[day + 3], ev.user)
       if ev.type == 's' then hll_add(KEYS[day + 1], ev.user) end
       if ev.type == 'i' then
         hll_add(KEYS[day + 2], ev.user)

@@ -51,6 +51,7 @@ def today_so_far(counters: Counters, tenant: str, tz: ZoneInfo, now: datetime | 
     rows = [r for r in counters.run(m.day_counts(counters, campaigns, today.strftime("%Y%m%d"))) if r[1]]
     sent = sum(r[2] for r in rows)
     interacted = sum(r[3] for r in rows)
+    distinct = counters.run(m.tenant_day_users(counters, tenant, today.strftime("%Y%m%d")))
     return {
         "tenant_id": tenant, "report_type": "daily", "report_date": today.isoformat(), "timezone": str(tz),
         "approximate": True,
@@ -61,4 +62,5 @@ def today_so_far(counters: Counters, tenant: str, tz: ZoneInfo, now: datetime | 
         "total_interacted_users": interacted,
         "total_interactions": sum(r[4] for r in rows),
         "avg_interaction_rate": interacted / sent * 100 if sent else 0.0,
+        "distinct_users": distinct,
     }
