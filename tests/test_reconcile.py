@@ -76,6 +76,12 @@ def test_reconcile_finds_drift_repairs_it_and_comes_back_clean(counters, store, 
             assert metrics_of(stored_report(store, T, campaign, job)) == expected_report(mine, OFFER_SCRIPT, job)
     again = reconcile(counters, store, source, T)
     assert again.drift == [] and again.repaired == []
+    from campaign_counters.counters import maintenance as m
+
+    days = sorted({counters._day(T, int(e["ts"] * 1000)) for e in history})
+    assert sum(counters.run(m.tenant_day_users(counters, T, d)) for d in days) == pytest.approx(
+        len({(counters._day(T, int(e["ts"] * 1000)), e["user"]) for e in history}), rel=0.05)
+    assert not [k for k in counters.run(m.registry(counters.shadow()))]  # no shadow left behind
     assert [r["drift"] == [] for r in store.reconcile_reports(T)] == [True, True, False]
 
 

@@ -132,6 +132,16 @@ def swap_in(p: Protocol, shadow: Protocol, campaign: str, jobs: list[str], days:
     return reply
 
 
+def merge_tenant_days(p: Protocol, shadow: Protocol, tenant: str, campaign: str, days: list[str]) -> Plan:
+    """Add the users a repair found to the tenant's day HyperLogLogs (a union: they only grow)."""
+    cmds = []
+    for day in days:
+        live, copy = p.keys.tenant_day_users(tenant, day, campaign), shadow.keys.tenant_day_users(tenant, day, campaign)
+        cmds += [Cmd(campaign, ("PFMERGE", live, live, copy)), Cmd(campaign, ("DEL", copy))]
+    if cmds:
+        yield from call(p.router, cmds)
+
+
 def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
     keys = shadow.keys.state_keys(campaign, jobs, days)
     yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys))])

@@ -184,6 +184,7 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
             shadow.load_script(tenant, campaign, graph)
         shadow.record_many(events)
         counters.run(m.swap_in(counters, shadow, campaign, jobs, days))
+        counters.run(m.merge_tenant_days(counters, shadow, tenant, campaign, days))
     finally:
         counters.run(m.drop_shadow(shadow, campaign, jobs, days))
     log.info("repaired %s/%s from %d history events", tenant, campaign, len(events))
