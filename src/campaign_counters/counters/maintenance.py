@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .keys import CAMPAIGN_SCOPE
-from .protocol import Protocol, parse_names
+from .protocol import Protocol
+from .records import parse_names
 from .transport import Cmd, LuaScript, Plan, as_dict, call
 
 SWAP = LuaScript.load("swap.lua")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..counters import Counters
 from ..counters import maintenance as m
-from ..counters.protocol import JOURNAL_PAGE, UserState, find_record, journey_step
+from ..counters.records import JOURNAL_PAGE, UserState, find_record, journey_step
 from ..errors import NotFound
 from ..reports import iso_ms
 from .store import ReportStore

@@ -13,7 +13,7 @@ import abc
 from typing import Any, Iterable
 
 from ..connection import redact
-from ..counters.protocol import sid_order
+from ..counters.records import sid_order
 from ..errors import ValidationError
 
 JOURNEY_FIELDS = ("completed", "exit_node", "completion_time", "total_interactions")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..counters import Counters
-from ..counters.protocol import sid_order
+from ..counters.records import sid_order
 from ..errors import NotFound
 from .snapshot import journey_from_doc, report_from_doc
 from .store import ReportStore

@@ -1,0 +1,136 @@
+"""Reading what the record script stores: user records, journal entries, counters hashes.
+
+The layouts are defined by record.lua; this is their Python side, shared by
+live reads, snapshots and repairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import msgpack
+
+from ..reports import Aggregate
+from ..script import SEP
+from .transport import as_dict
+
+FLAG_TARGETED, FLAG_SENT, FLAG_INTERACTED, FLAG_COMPLETED = 1, 2, 4, 8
+
+JOURNAL_PAGE = 5000
+
+
+def sid_order(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def sort_steps(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Journey order: by event time, then by arrival (journal position)."""
+    return sorted(steps, key=lambda s: (s["ts_ms"], sid_order(s["sid"])))
+
+
+def journey_step(entry: Mapping[str, Any], with_id: bool = False) -> dict[str, Any]:
+    step = {"node": entry["target"], "choice": entry["choice"], "ts": entry["ts_ms"] / 1000}
+    if with_id:
+        step["sid"] = entry["sid"]
+    return step
+
+
+def find_record(raw: bytes | None, job_index: bytes | int | None) -> list | None:
+    """The record of one job inside a user's packed records."""
+    if raw is None or job_index is None:
+        return None
+    ji = int(job_index)
+    return next((r for r in msgpack.unpackb(raw) if r[0] == ji), None)
+
+
+@dataclass
+class UserState:
+    flags: int
+    first_ms: int
+    sent_ms: int | None
+    end_ms: int | None
+    exit: int
+    interactions: int
+
+    @classmethod
+    def from_record(cls, r: list) -> "UserState":
+        first = r[2]
+        return cls(
+            flags=r[1],
+            first_ms=first,
+            sent_ms=first + r[3] if r[3] >= 0 else None,
+            end_ms=first + r[4] if r[4] >= 0 else None,
+            exit=r[5],
+            interactions=r[6],
+        )
+
+    @property
+    def completed(self) -> bool:
+        return bool(self.flags & FLAG_COMPLETED)
+
+    @property
+    def completion_ms(self) -> int | None:
+        if not self.completed or self.end_ms is None:
+            return None
+        return self.end_ms - (self.sent_ms if self.sent_ms is not None else self.first_ms)
+
+    def summary(self, names: Mapping[int, str]) -> dict[str, Any]:
+        """The journey fields that come from the record (DESIGN 3.3)."""
+        ct = self.completion_ms
+        return {
+            "completed": self.completed,
+            "exit_node": names.get(self.exit) if self.exit else None,
+            "completion_time": ct / 1000 if ct is not None else None,
+            "total_interactions": self.interactions,
+        }
+
+
+def journal_step(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """Decode a journal entry; `type` is t(argeted), s(ent) or i(nteraction)."""
+    user, ts_ms, etype, target, choice, node, title = msgpack.unpackb(fields[b"e"])
+    return {
+        "user": user, "ts_ms": ts_ms, "type": etype, "target": target or None,
+        "choice": choice or None, "node": node or None, "title": title or None,
+    }
+
+
+def parse_names(raw: Any) -> dict[int, str]:
+    return {int(i): n.decode() for i, n in as_dict(raw).items()}
+
+
+METRIC_FIELDS = (b"target", b"sent", b"interacted", b"completed", b"interactions", b"ct_ms")
+METRIC_PREFIXES = (b"r:", b"k:", b"ch:")
+
+
+def sum_counters(parts: Iterable[Mapping[bytes, bytes]]) -> dict[bytes, int]:
+    """Add counters hashes field by field (metric fields only)."""
+    total: dict[bytes, int] = {}
+    for part in parts:
+        for f, v in part.items():
+            if f in METRIC_FIELDS or f.startswith(METRIC_PREFIXES):
+                total[f] = total.get(f, 0) + int(v)
+    return total
+
+
+def parse_counters(raw: Mapping[bytes, Any], names: Mapping[int, str]) -> Aggregate:
+    """Read a counters hash (one scope; nodes by index) into an Aggregate."""
+    agg = Aggregate()
+    simple = {
+        b"target": "target", b"sent": "sent", b"interacted": "interacted", b"completed": "completed",
+        b"interactions": "interactions", b"ct_ms": "completion_ms",
+    }
+    for f, v in raw.items():
+        if f in simple:
+            setattr(agg, simple[f], int(v))
+        elif f.startswith(b"r:"):
+            agg.reached[names[int(f[2:])]] = int(v)
+        elif f.startswith(b"k:"):
+            agg.continued[names[int(f[2:])]] = int(v)
+        elif f.startswith(b"ch:"):
+            node, _, choice = f[3:].decode().partition(SEP)
+            agg.choices.setdefault(names[int(node)], {})[choice] = int(v)
+    agg.reached = {n: c for n, c in agg.reached.items() if c}
+    agg.continued = {n: c for n, c in agg.continued.items() if c}
+    return agg
