@@ -114,7 +114,7 @@ def test_demo_is_idempotent(cli):
 
 @pytest.mark.parametrize("command", [[], ["script", "load"], ["record"], ["report"], ["journey"], ["demo"],
                                      ["snapshot"], ["worker"], ["scheduler"], ["reconcile"], ["overview"],
-                                     ["tenant", "set-tz"]])
+                                     ["tenant", "set-tz"], ["health"]])
 def test_help(command):
     res = CliRunner().invoke(main, [*command, "--help"])
     assert res.exit_code == 0

@@ -60,3 +60,21 @@ def test_scheduler_and_worker_processes_on_the_embedded_redis(tmp_path, script_f
     assert stored.returncode == 0, stored.stderr
     assert metrics_of(json.loads(stored.stdout)) == expected_report(events, OFFER_SCRIPT)
     assert "0 snapshot(s) enqueued" in run_cli(home, "scheduler", "--once").stderr
+
+
+def test_health(cli, script_file, tmp_path):
+    cli("script", "load", "--tenant", T, "--campaign", C, script_file)
+    events = random_events(OFFER_SCRIPT, 5, seed=1)
+    intruder = dict(events[0], tenant="intruder", id="x")
+    cli("record", jsonl(tmp_path, events + [intruder]))
+    res = cli("health")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["ok"] and out["redis"]["ok"] and out["store"]["ok"] and out["queue"]["ok"]
+    assert out["pending_snapshots"]["campaigns"] == 1
+    assert out["rejected_events"] == {"total": 1, "by_campaign": {C: 1}}
+    cli("snapshot")
+    assert json.loads(cli("health").stdout)["pending_snapshots"]["campaigns"] == 0
+    res = cli("health", "--store-url", "mongodb://u:pw9@127.0.0.1:1/db?serverSelectionTimeoutMS=100")
+    assert res.exit_code == 5 and "pw9" not in res.stdout
+    assert json.loads(res.stdout)["store"]["ok"] is False

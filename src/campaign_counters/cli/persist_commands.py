@@ -9,7 +9,7 @@ import click
 
 from ..config import Config
 from ..counters import maintenance as m
-from .app import config_options, counters_for, emit, format_option, main, say, store_for
+from .app import EXIT_BACKEND, config_options, counters_for, emit, format_option, main, say, store_for
 
 
 def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tuple[str, str]]:
@@ -106,3 +106,21 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
         if once:
             return
         time.sleep(interval)
+
+
+@main.command()
+@format_option
+@config_options
+def health(cfg: Config, fmt: str) -> None:
+    """Check Redis, the report store and the queue; show pending snapshots and
+    events rejected by Redis (a campaign named under another tenant).
+
+    Exit status 0 when everything answers, 5 otherwise.
+    """
+    from ..persist.health import health as check
+    from ..persist.jobs import make_queue
+
+    report = check(counters_for(cfg), store_for(cfg, must_exist=False), make_queue(cfg.queue))
+    emit(report, fmt)
+    if not report["ok"]:
+        raise SystemExit(EXIT_BACKEND)

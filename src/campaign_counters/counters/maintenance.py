@@ -201,3 +201,11 @@ def tenant_day_users(p: Protocol, tenant: str, day: str) -> Plan:
     restore = [Cmd(None, ("RESTORE", key, 60_000, d, "REPLACE")) for key, d in zip(temp, [d for d in dumps if d is not None])]
     replies = yield from call(p.router, [*restore, Cmd(None, ("PFCOUNT", *temp)), Cmd(None, ("DEL", *temp))])
     return int(replies[-2])
+
+
+def rejected_counts(p: Protocol) -> Plan:
+    """campaign -> events rejected by the record script (another tenant's, too many nodes)."""
+    owners = yield from registry(p)
+    campaigns = sorted(owners)
+    replies = yield from call(p.router, [Cmd(c, ("HGET", p.keys.meta(c), "rejected")) for c in campaigns])
+    return {c: int(r) for c, r in zip(campaigns, replies) if r}
