@@ -87,15 +87,6 @@ class Event:
     def ts(self) -> float:
         return self.ts_ms / 1000
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "tenant": self.tenant, "campaign": self.campaign}
-        for name in ("job", "user", "id", "target", "choice", "node", "title", "status"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        out["ts"] = self.ts
-        return out
-
 
 _TEXT_OK = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_TEXT).fullmatch
 _ID_OK = ID_RE.fullmatch

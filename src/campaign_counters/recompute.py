@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from .events import Event
@@ -149,15 +149,6 @@ class CampaignTruth:
     def report(self, job: str | None = None) -> dict[str, Any]:
         return build_report(self.tenant, self.campaign, job, self.aggregate(job), self.graph)
 
-    def journey_summary(self, job: str, user: str) -> dict[str, Any] | None:
-        u = self.users.get(job, {}).get(user)
-        if u is None:
-            return None
-        ct = None
-        if u.fin is not None:
-            ct = (u.fin - (u.sent if u.sent is not None else u.first or 0)) / 1000
-        return {"completed": u.fin is not None, "exit_node": u.exit, "completion_time": ct,
-                "total_interactions": u.interactions}
 
 
 # -- overviews (DESIGN 3.4) -----------------------------------------------------
@@ -249,14 +240,3 @@ class OverviewTruth:
             "campaigns_running": sum(1 for s in latest.values() if s == "RUNNING"),
             "campaigns_error": sum(1 for s in latest.values() if s == "ERROR"),
         }
-
-
-def local_day(ts_ms: int, tz: ZoneInfo) -> date:
-    return datetime.fromtimestamp(ts_ms / 1000, tz).date()
-
-
-def overview(events: Iterable[Event], tenant: str, period: str, day: date, tz: ZoneInfo) -> dict[str, Any]:
-    truth = OverviewTruth(tenant, period, day, tz)
-    for ev in events:
-        truth.add(ev)
-    return truth.document()

@@ -129,9 +129,6 @@ class KeySchema:
             keys += [self.day_users(campaign, day, kind) for kind in "asi"]
         return keys
 
-    def stats(self) -> str:
-        return f"{self.prefix}stats"
-
     def tenants(self) -> str:
         """Hash tenant -> IANA timezone."""
         return f"{self.prefix}tenants"
