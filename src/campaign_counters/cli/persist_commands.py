@@ -12,6 +12,15 @@ from ..counters import maintenance as m
 from .app import EXIT_BACKEND, config_options, counters_for, emit, format_option, main, say, store_for
 
 
+def queue_for(cfg: Config) -> Any:
+    """The RQ queue, its connection closed with the command (the embedded server stops with its last client)."""
+    from ..persist.jobs import make_queue
+
+    queue = make_queue(cfg.queue)
+    click.get_current_context().call_on_close(queue.connection.close)
+    return queue
+
+
 def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tuple[str, str]]:
     """(tenant, campaign) pairs to snapshot: one campaign, or all with changes."""
     if campaign:
@@ -40,9 +49,9 @@ def snapshot(cfg: Config, tenant: str | None, campaign: str | None, enqueue: boo
     counters = counters_for(cfg)
     targets = _targets(counters, tenant, campaign)
     if enqueue:
-        from ..persist.jobs import enqueue_snapshot, make_queue
+        from ..persist.jobs import enqueue_snapshot
 
-        queue = make_queue(cfg.queue)
+        queue = queue_for(cfg)
         queued = [c for t, c in targets if enqueue_snapshot(queue, t, c)]
         emit({"enqueued": queued, "already_pending": [c for _, c in targets if c not in queued]}, fmt)
         return
@@ -76,8 +85,15 @@ def worker(cfg: Config, burst: bool) -> None:
 
     cfg.export()
     conn = redis.Redis.from_url(cfg.queue)
+    click.get_current_context().call_on_close(conn.connection_pool.disconnect)
     say(f"worker on queue {QUEUE_NAME!r}, store {store_for(cfg)!r}")
-    Worker([QUEUE_NAME], connection=conn).work(burst=burst, with_scheduler=True)
+    w = Worker([QUEUE_NAME], connection=conn)
+    try:
+        w.work(burst=burst, with_scheduler=True)
+    finally:
+        scheduler = getattr(w, "scheduler", None)  # it opens a connection pool of its own
+        if scheduler is not None and scheduler._connection is not None:
+            scheduler._connection.connection_pool.disconnect()
 
 
 @main.command()
@@ -93,10 +109,10 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
     writes the daily overview, the weekly one on Mondays, the monthly one on the 1st.
     """
     from ..persist import nightly
-    from ..persist.jobs import make_queue, tick
+    from ..persist.jobs import tick
 
     counters = counters_for(cfg)
-    queue = make_queue(cfg.queue)
+    queue = queue_for(cfg)
     while True:
         enqueued = tick(counters, queue)
         nights = nightly.tick(counters, queue)
@@ -118,9 +134,8 @@ def health(cfg: Config, fmt: str) -> None:
     Exit status 0 when everything answers, 5 otherwise.
     """
     from ..persist.health import health as check
-    from ..persist.jobs import make_queue
 
-    report = check(counters_for(cfg), store_for(cfg, must_exist=False), make_queue(cfg.queue))
+    report = check(counters_for(cfg), store_for(cfg, must_exist=False), queue_for(cfg))
     emit(report, fmt)
     if not report["ok"]:
         raise SystemExit(EXIT_BACKEND)
