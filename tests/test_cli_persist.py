@@ -66,13 +66,14 @@ def test_health(cli, script_file, tmp_path):
     cli("script", "load", "--tenant", T, "--campaign", C, script_file)
     events = random_events(OFFER_SCRIPT, 5, seed=1)
     intruder = dict(events[0], tenant="intruder", id="x")
-    cli("record", jsonl(tmp_path, events + [intruder]))
+    negative, stringly = dict(events[1], ts=-1), dict(events[2], ts="now")
+    cli("record", jsonl(tmp_path, events + [intruder, negative, stringly]))
     res = cli("health")
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["ok"] and out["redis"]["ok"] and out["store"]["ok"] and out["queue"]["ok"]
     assert out["pending_snapshots"]["campaigns"] == 1
-    assert out["rejected_events"] == {"total": 1, "by_campaign": {C: 1}}
+    assert out["rejected_events"] == {"total": 3, "by_campaign": {C: 1}, "by_field": {"ts": 2}}
     cli("snapshot")
     assert json.loads(cli("health").stdout)["pending_snapshots"]["campaigns"] == 0
     res = cli("health", "--store-url", "mongodb://u:pw9@127.0.0.1:1/db?serverSelectionTimeoutMS=100")

@@ -75,6 +75,15 @@ async def test_fire_records_when_redis_is_up(redis_url):
     await c.close()
 
 
+def test_sync_record_safe_waits_no_longer_than_its_budget(blackhole):
+    c = Counters(blackhole, settings=Settings(timeout=0.05))  # socket_timeout stays 5 s for other calls
+    started = time.perf_counter()
+    assert c.record_safe(ev("sent", "u1", 1)) == "failed"
+    assert time.perf_counter() - started < 1.0
+    assert c.stats["failed"] == 1
+    c.close()
+
+
 def test_sync_record_safe_never_raises(caplog):
     c = Counters(closed_port_url(), socket_timeout=0.05)
     assert c.record_safe(ev("sent", "u1", 1)) == "failed"

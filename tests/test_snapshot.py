@@ -9,7 +9,7 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from campaign_counters import BackendError, Counters
+from campaign_counters import BackendError, Counters, TenantMismatch
 from campaign_counters.counters import maintenance as m
 from campaign_counters.persist import open_store
 from campaign_counters.persist.jobs import enqueue_snapshot, snapshot_job_id, tick
@@ -214,3 +214,65 @@ def test_store_error_is_a_backend_error(counters):
     with pytest.raises(BackendError) as info:
         snapshot_campaign(counters, bad, C)
     assert "pw@" not in str(info.value)
+
+
+def test_an_expired_campaign_stays_bound_to_its_tenant_and_closed(counters, store, raw):
+    seed(counters, users=20)
+    counters.record(ev("status", ts=99, job=None, status="COMPLETED"))
+    snapshot_campaign(counters, store, C, retention=1)
+    stored = store.campaign_reports(T, C)
+    time.sleep(1.2)
+    assert not [k for k in raw.scan_iter(f"cc:v1:{{{C}}}:*") if b":id:" not in k and b":d:" not in k]
+    late = ev("interaction", "user-1", 2e9, target="ask", choice="go")
+    res = counters.record_many([late])
+    assert res.rejected == 1 and res.rejections[0].field == "campaign" and "closed" in res.rejections[0].reason
+    with pytest.raises(TenantMismatch):
+        counters.record(dict(late, tenant="tenant-b"))
+    with pytest.raises(TenantMismatch):
+        counters.load_script("tenant-b", C, OFFER_SCRIPT)
+    assert counters.run(m.dirty_campaigns(counters)) == []  # nothing to snapshot over the stored reports
+    assert store.campaign_reports(T, C) == stored
+    assert counters.run(m.rejected_counts(counters))["by_campaign"] == {C: 2}
+    counters.load_script(T, C, OFFER_SCRIPT)  # the owner reopens it: counting starts again
+    assert counters.record(late) == "applied"
+    assert counters.report(T, C)["total_interactions"] == 1
+
+
+def test_a_campaign_that_runs_again_loses_its_retention_ttl(counters, store, raw):
+    seed(counters, users=10)
+
+    def ttls():
+        return {raw.ttl(k) > 0 for k in raw.scan_iter(f"cc:v1:{{{C}}}:*") if b":id:" not in k and b":d:" not in k}
+
+    counters.record(ev("status", ts=200, job=None, status="COMPLETED"))
+    assert snapshot_campaign(counters, store, C, retention=3600).expired and ttls() == {True}
+    counters.record(ev("status", ts=100, job=None, status="RUNNING"))  # older than COMPLETED: still done
+    assert snapshot_campaign(counters, store, C, retention=3600).expired and ttls() == {True}
+    counters.record(ev("status", ts=300, job=None, status="RUNNING"))  # it runs again
+    assert not snapshot_campaign(counters, store, C, retention=3600).expired
+    assert ttls() == {False}
+    assert counters.report(T, C)["status"] == "RUNNING"
+    counters.record(ev("status", ts=400, job=None, status="COMPLETED"))
+    assert snapshot_campaign(counters, store, C, retention=3600).expired and ttls() == {True}
+
+
+def test_journeys_from_single_calls_and_bulk_batches_page_alike(counters, store):
+    """The journal holds one entry per call: pages of mixed sizes, small snapshot batches."""
+    from oracle import expected_journey
+
+    counters.load_script(T, C, OFFER_SCRIPT)
+    events = random_events(OFFER_SCRIPT, 40, seed=11)
+    for e in events[:60]:
+        counters.record(e)  # the chat service: one event per call
+    counters.record_many(events[60:120])
+    for e in events[120:150]:
+        counters.record(e)
+    counters.record_many(events[150:])
+    pairs = {(e["job"], e["user"]) for e in events}
+    live = {p: counters.journey(T, C, *p) for p in pairs}
+    result = snapshot_campaign(counters, store, C, batch=7)
+    assert result.batches >= len([e for e in events if e["type"] != "status"]) // 7
+    for job, user in pairs:
+        want = expected_journey(events, OFFER_SCRIPT, job, user)
+        assert {k: live[(job, user)][k] for k in want} == want
+        assert {k: stored_journey(store, T, C, job, user)[k] for k in want} == want

@@ -190,7 +190,8 @@ def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
     failed for some). Each rejected line is named on stderr as
     `line N: FIELD: REASON` (a line that is not JSON has FIELD `line`).
     Exit status 0 when nothing was rejected, 3 when some lines were (all
-    others are recorded), 5 when Redis failed. Progress every 100,000 lines.
+    others are recorded), 5 when Redis failed (recording stops there; events
+    with an id can be recorded again safely). Progress every 100,000 lines.
     """
     counters = counters_for(cfg)
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
@@ -201,11 +202,16 @@ def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
         totals["rejected"] += len(messages)
         result = counters.record_many([obj for _, obj in good])
         messages += [(good[r.index][0], f"{r.field}: {r.reason}") for r in result.rejections]
-        messages += [(good[i][0], f"not recorded: {error}") for i, error in result.errors]
         for n, message in sorted(messages, key=lambda m: m[0]):
             say(f"line {n}: {message}")
         for key, value in result.summary().items():
             totals[key] += value
+        if result.failed:
+            failed = sorted(good[i][0] for i, _ in result.errors)
+            say(f"unavailable: Redis at {redact(cfg.redis)}: {result.errors[0][1]}; "
+                f"{len(failed):,} line(s) not recorded (first: line {failed[0]}), the rest of the input "
+                "was not read. Recording the input again is safe for events with an id.")
+            break
         seen += len(batch)
         if seen >= next_progress:
             rate = seen / max(time.monotonic() - started, 1e-9)
@@ -232,8 +238,12 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
         from ..persist.views import stored_report
 
         emit(stored_report(store_for(cfg), tenant, campaign, job), fmt)
-    else:
+        return
+    try:
         emit(counters_for(cfg).report(tenant, campaign, job), fmt)
+    except NotFound as exc:
+        raise NotFound(f"{exc} (a completed campaign's live data expires after the retention period: "
+                       "try --from-store)") from None
 
 
 @main.command()

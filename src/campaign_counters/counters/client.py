@@ -9,6 +9,7 @@ events with ids, which makes resending safe.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from typing import Any, Iterable, Mapping
 
@@ -63,30 +64,28 @@ class Held:
         self.sent: dict[Address, int] = {}
         self.errors: dict[Address, Exception] = {}
 
-    def _conn(self, addr: Address, pool: Any, conn: Any) -> Any:
+    def _conn(self, addr: Address, pool: Any, conn: Any) -> None:
         self.conns[addr] = (pool, conn)
-        self.sent.setdefault(addr, 0)
-        return conn
 
     def send(self, addr: Address, cmds: list[tuple], pool: Any) -> None:
+        self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
         if addr in self.errors:
-            self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
             return
-        conn = self.conns[addr][1] if addr in self.conns else self._conn(addr, pool, pool.get_connection())
-        self.sent[addr] += len(cmds)
         try:
-            conn.send_packed_command([pack(cmds)], check_health=False)
+            if addr not in self.conns:
+                self._conn(addr, pool, pool.get_connection())
+            self.conns[addr][1].send_packed_command([pack(cmds)], check_health=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
 
     async def send_async(self, addr: Address, cmds: list[tuple], pool: Any) -> None:
+        self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
         if addr in self.errors:
-            self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
             return
-        conn = self.conns[addr][1] if addr in self.conns else self._conn(addr, pool, await pool.get_connection())
-        self.sent[addr] += len(cmds)
         try:
-            await conn.send_packed_command([pack(cmds)], check_health=False)
+            if addr not in self.conns:
+                self._conn(addr, pool, await pool.get_connection())
+            await self.conns[addr][1].send_packed_command([pack(cmds)], check_health=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
 
@@ -155,6 +154,7 @@ class _Base(Protocol):
         super().__init__(self.target.cluster, settings, script_cache)
         self._socket_timeout = socket_timeout
         self._clients: dict[Address, Any] = {}
+        self._twin: Any = None
         if client is not None:
             self._clients[None] = client
 
@@ -206,10 +206,15 @@ class Counters(_Base):
         return {addr: self._pipeline(addr, cmds) for addr, cmds in request.by_node.items()}
 
     def _run(self, plan: Plan) -> Any:
-        reply, held = None, Held()
+        """Drive a plan; an I/O error is thrown into it where it asked, so a plan may recover."""
+        held, reply, error = Held(), None, None
         try:
             while True:
-                reply = self._io(plan.send(reply), held)
+                request = plan.throw(error) if error is not None else plan.send(reply)
+                try:
+                    reply, error = self._io(request, held), None
+                except RedisError as exc:
+                    error = exc
         except StopIteration as stop:
             return stop.value
         except RedisError as exc:
@@ -226,13 +231,33 @@ class Counters(_Base):
         return self._run(self.plan_record_many(events))
 
     def record_safe(self, event: Event | Mapping[str, Any]) -> str:
-        """For the chat service: never raises, returns the outcome ('failed' on any error)."""
+        """For the chat service: never raises, returns the outcome ('failed' on any error).
+
+        Runs on connections whose every network wait is bounded by
+        `settings.timeout` (50 ms by default), whatever `socket_timeout` the
+        client was made with.
+        """
         try:
-            return self._run(self.plan_record_many([event])).outcomes[0]
+            return self._budgeted()._run(self.plan_record_many([event])).outcomes[0]
         except (RedisError, CampaignCountersError, OSError) as exc:
             self.stats["failed"] += 1
             log.warning("record_safe failed: %s", type(exc).__name__)
             return FAILED
+
+    def _budgeted(self) -> "Counters":
+        """This client on connections of its own with the fire-and-forget timeout.
+
+        A shallow copy: routing, caches and stats are shared, only the
+        connections differ. A client built around a given redis client has
+        no URL to open more connections with, so it is used as it is.
+        """
+        if self.target.url == "<client>":
+            return self
+        if self._twin is None:
+            twin = copy.copy(self)
+            twin._clients, twin._socket_timeout = {}, self.settings.timeout
+            self._twin = twin
+        return self._twin
 
     def load_script(self, tenant: str, campaign: str, script: Any) -> FlowGraph:
         return self._run(self.plan_load_script(tenant, campaign, script))
@@ -251,6 +276,9 @@ class Counters(_Base):
         self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))
 
     def close(self) -> None:
+        if self._twin is not None:
+            self._twin.close()
+            self._twin = None
         for c in self._clients.values():
             c.close()
         self._clients.clear()
@@ -292,10 +320,14 @@ class AsyncCounters(_Base):
         return dict(zip(nodes, replies))
 
     async def _run(self, plan: Plan) -> Any:
-        reply, held = None, Held()
+        held, reply, error = Held(), None, None
         try:
             while True:
-                reply = await self._io(plan.send(reply), held)
+                request = plan.throw(error) if error is not None else plan.send(reply)
+                try:
+                    reply, error = await self._io(request, held), None
+                except RedisError as exc:
+                    error = exc
         except StopIteration as stop:
             return stop.value
         except RedisError as exc:

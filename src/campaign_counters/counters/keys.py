@@ -110,8 +110,16 @@ class KeySchema:
         return self._indexed("registry", campaign)
 
     def dirty(self, campaign: str | None = None) -> str:
-        """Sorted set of campaigns with changes not yet persisted (score: first change, ms)."""
+        """Sorted set of campaigns with changes not yet persisted (score: changes not yet seen by a snapshot)."""
         return self._indexed("dirty", campaign)
+
+    def rejected(self, campaign: str | None = None) -> str:
+        """Hash campaign -> events the record script rejected (another tenant's, closed, too many nodes)."""
+        return self._indexed("rejected", campaign)
+
+    def input_rejections(self) -> str:
+        """Hash field -> events rejected by validation before reaching a campaign's keys."""
+        return f"{self.prefix}{self.namespace}rejected-input"
 
     def all_index_keys(self, name: str) -> list[str]:
         """Every key of a slot-split index, to read it whole."""

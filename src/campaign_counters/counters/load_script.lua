@@ -12,15 +12,15 @@
 -- ARGV: 1 tenant  2 campaign  3 script JSON  4 sha
 --       5 msgpack {node ids, start id, end ids, edges {{src, dst}...},
 --                  unique predecessor map, unique labelled source map}
--- Returns 1, or -1 when the campaign belongs to another tenant.
+-- Returns 1, or -1 when the campaign belongs (or belonged) to another tenant.
 
 local META = KEYS[1]
-local owner = redis.call('HGET', META, 'tenant')
+-- The registry outlives a campaign's expired keys, so the binding does too;
+-- for its own tenant, loading the script reopens a closed campaign.
+local owner = redis.call('HGET', META, 'tenant') or redis.call('HGET', KEYS[3], ARGV[2])
 if owner and owner ~= ARGV[1] then return -1 end
-if not owner then
-  redis.call('HSET', META, 'tenant', ARGV[1])
-  redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
-end
+redis.call('HSET', META, 'tenant', ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 
 -- Forget the previous graph's derived fields.
 local old = redis.call('HGET', META, 'graph')

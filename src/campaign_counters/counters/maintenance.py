@@ -24,7 +24,8 @@ class CampaignMeta:
     tenant: str | None
     jobs: dict[str, int] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
-    completed_at: int | None = None
+    completed_at: int | None = None  # set while the campaign's latest status is COMPLETED
+    expiring: bool = False  # its keys were given a retention TTL
 
 
 def campaign_meta(p: Protocol, campaign: str) -> Plan:
@@ -39,6 +40,7 @@ def campaign_meta(p: Protocol, campaign: str) -> Plan:
             meta.jobs[f[2:].decode()] = int(v)
     if b"completed_at" in raw:
         meta.completed_at = int(raw[b"completed_at"])
+    meta.expiring = b"expiring" in raw
     return meta
 
 
@@ -112,7 +114,15 @@ def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
 def expire_campaign(p: Protocol, campaign: str, jobs: list[str], ttl: int) -> Plan:
     """Give every key of a finished campaign a retention TTL."""
     keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
-    yield from call(p.router, [Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys])
+    yield from call(p.router, [Cmd(campaign, ("HSET", p.keys.meta(campaign), "expiring", ttl)),
+                               *(Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys)])
+
+
+def keep_campaign(p: Protocol, campaign: str, jobs: list[str]) -> Plan:
+    """Take the retention TTL off a campaign that runs again (a status after its COMPLETED)."""
+    keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
+    yield from call(p.router, [*(Cmd(campaign, ("PERSIST", key)) for key in keys),
+                               Cmd(campaign, ("HDEL", p.keys.meta(campaign), "expiring"))])
 
 
 def swap_in(p: Protocol, shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
@@ -144,8 +154,10 @@ def merge_tenant_days(p: Protocol, shadow: Protocol, tenant: str, campaign: str,
 
 
 def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
+    """Remove a shadow copy whole, its registry entry too (else the record script would see it closed)."""
     keys = shadow.keys.state_keys(campaign, jobs, days)
-    yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys))])
+    yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys)),
+                                    Cmd(campaign, ("HDEL", shadow.keys.registry(campaign), campaign))])
 
 
 def registry(p: Protocol) -> Plan:
@@ -204,8 +216,13 @@ def tenant_day_users(p: Protocol, tenant: str, day: str) -> Plan:
 
 
 def rejected_counts(p: Protocol) -> Plan:
-    """campaign -> events rejected by the record script (another tenant's, too many nodes)."""
-    owners = yield from registry(p)
-    campaigns = sorted(owners)
-    replies = yield from call(p.router, [Cmd(c, ("HGET", p.keys.meta(c), "rejected")) for c in campaigns])
-    return {c: int(r) for c, r in zip(campaigns, replies) if r}
+    """Rejected events: {"by_campaign": rejected by the record script (another tenant's,
+    closed, too many nodes), "by_field": failed validation in record_many/record_safe}."""
+    keys = p.keys.all_index_keys("rejected")
+    replies = yield from call(p.router, [
+        *(Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys),
+        Cmd(None, ("HGETALL", p.keys.input_rejections())),
+    ])
+    by_campaign = {c.decode(): int(n) for reply in replies[:-1] for c, n in as_dict(reply).items()}
+    by_field = {f.decode(): int(n) for f, n in as_dict(replies[-1]).items()}
+    return {"by_campaign": dict(sorted(by_campaign.items())), "by_field": dict(sorted(by_field.items()))}

@@ -25,7 +25,7 @@ from ..reports import build_report
 from ..script import FlowGraph, ScriptCache, parse_script
 from .keys import KeySchema
 from .records import (
-    JOURNAL_PAGE, UserState, find_record, journal_step, journey_step, parse_counters, parse_names, sid_order,
+    UserState, find_record, journal_page, journey_step, parse_counters, parse_names, sid_order,
     sort_steps, sum_counters,
 )
 from .transport import Cmd, LuaScript, Plan, Router, as_dict, call, execute, execute_streamed
@@ -34,11 +34,13 @@ RECORD = LuaScript.load("record.lua")
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
 
 TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
-DAY_KIND = {"sent": "s", "interaction": "i"}
 APPLIED, DUPLICATE, REJECTED, FAILED = "applied", "duplicate", "rejected", "failed"
+TENANT_REASON = "belongs to another tenant"
 _LUA_REJECTIONS = {
-    -1: ("campaign", "belongs to another tenant"),
+    -1: ("campaign", TENANT_REASON),
     -2: ("target", "campaign has too many distinct nodes (limit 4096)"),
+    -3: ("campaign", "is closed: it completed and its live data expired after the retention period "
+                     "(its reports are in the store); load its script again to reopen it"),
 }
 
 
@@ -110,39 +112,44 @@ class Protocol:
         return day
 
     def _record_cmd(self, campaign: str, events: list[Event], expiring: dict[str, str]) -> Cmd:
-        """One record.lua call for events of one campaign (see the script for the layout)."""
+        """One record.lua call for events of one campaign (see the script for the layout).
+
+        Runs for every event of a bulk load, so key names are built once per
+        job and day, not per event.
+        """
         k, s = self.keys, self.settings
         keys = [k.meta(campaign), k.users(campaign), k.counters(campaign), k.dirty(campaign),
-                k.registry(campaign), k.names(campaign)]
-        refs: dict[str, int] = {}
-        argv: list[Any] = [campaign, s.id_ttl, 1 if s.journal else 0, len(events)]
+                k.registry(campaign), k.names(campaign), k.rejected(campaign)]
+        jobs: dict[str, int] = {}
+        days: dict[tuple[str, str], int] = {}
+        id_prefix = k.idempotency(campaign, "")
+        values: list[Any] = []
+        day = self._day
         for ev in events:
-            day = self._day(ev.tenant, ev.ts_ms)
-            job_ref, day_ref, id_ref = 3, 0, 0
-            if ev.job:
-                job_key = k.counters(campaign, ev.job)
-                job_ref = refs.get(job_key, 0)
+            tenant, job, etype = ev.tenant, ev.job, ev.type
+            today = day(tenant, ev.ts_ms)
+            job_ref = day_ref = id_ref = 0
+            if job:
+                job_ref = jobs.get(job, 0)
                 if not job_ref:
-                    keys += [job_key, k.journal(campaign, ev.job)]
-                    job_ref = refs[job_key] = len(keys) - 1
-            if ev.type != "status":
-                group = f"{campaign}\0{day}\0{ev.tenant}"
-                day_ref = refs.get(group, 0)
+                    keys += [k.counters(campaign, job), k.journal(campaign, job)]
+                    job_ref = jobs[job] = len(keys) - 1
+            else:
+                job_ref = 3  # a status of the whole campaign
+            if etype != "status":
+                day_ref = days.get((today, tenant), 0)
                 if not day_ref:
-                    keys += [k.day_users(campaign, day, "a"), k.day_users(campaign, day, "s"),
-                             k.day_users(campaign, day, "i"), k.tenant_day_users(ev.tenant, day, campaign)]
-                    day_ref = refs[group] = len(keys) - 3
-                for kind in ("a", DAY_KIND.get(ev.type), "t"):
-                    if kind and (key := keys[day_ref - 1 + "asit".index(kind)]) not in self._expiring:
-                        expiring[key] = campaign
+                    hlls = [k.day_users(campaign, today, "a"), k.day_users(campaign, today, "s"),
+                            k.day_users(campaign, today, "i"), k.tenant_day_users(tenant, today, campaign)]
+                    expiring.update((key, campaign) for key in hlls if key not in self._expiring)
+                    keys += hlls
+                    day_ref = days[(today, tenant)] = len(keys) - 3
             if ev.id is not None:
-                id_key = k.idempotency(campaign, ev.id)
-                id_ref = refs.get(id_key, 0)
-                if not id_ref:
-                    keys.append(id_key)
-                    id_ref = refs[id_key] = len(keys)
-            argv += (TYPE_CODES[ev.type], ev.tenant, ev.job or "", ev.user or "", ev.ts_ms, ev.target or "",
-                     ev.choice or "", ev.node or "", ev.title or "", ev.status or "", day, job_ref, day_ref, id_ref)
+                keys.append(id_prefix + ev.id)  # a repeated id gets its own slot: SET NX tells
+                id_ref = len(keys)
+            values += (TYPE_CODES[etype], tenant, job or "", ev.user or "", ev.ts_ms, ev.target or "",
+                       ev.choice or "", ev.node or "", ev.title or "", ev.status or "", today, job_ref, day_ref, id_ref)
+        argv = (campaign, s.id_ttl, 1 if s.journal else 0, msgpack.packb(values))
         return Cmd(campaign, ("EVALSHA", RECORD.sha, len(keys), *keys, *argv), RECORD)
 
     def _load_timezones(self, tenants: Iterable[str]) -> Plan:
@@ -163,11 +170,13 @@ class Protocol:
         """Validate, then apply in pipelines; never raises for a bad event."""
         result = RecordResult()
         batch: list[tuple[int, Event]] = []
+        invalid: dict[str, int] = {}  # field -> events that failed validation
         index = 0
         for index, item in enumerate(items):
             try:
                 ev = item if isinstance(item, Event) else parse_event(item)
             except ValidationError as exc:
+                invalid[exc.field] = invalid.get(exc.field, 0) + 1
                 result.rejections.append(Rejection(index, exc.field, exc.reason))
                 result.rejected += 1
                 result.outcomes.append(REJECTED)
@@ -179,6 +188,13 @@ class Protocol:
                 batch = []
         if batch:
             yield from self._apply(batch, result)
+        if invalid:
+            # Counted for `health`; best effort: a failure here never fails the batch.
+            key = self.keys.input_rejections()
+            try:
+                yield from execute(self.router, [Cmd(None, ("HINCRBY", key, f, n)) for f, n in sorted(invalid.items())])
+            except RedisError:
+                pass
         self._count(result)
         return result
 
@@ -250,7 +266,7 @@ class Protocol:
             raise BackendError(result.errors[0][1])
         if result.rejections:
             rej = result.rejections[0]
-            if rej.field == "campaign":
+            if rej.reason == TENANT_REASON:
                 raise TenantMismatch(ev.campaign)
             raise ValidationError(rej.field, rej.reason)
         return result.outcomes[0]
@@ -392,19 +408,19 @@ class Protocol:
             if name:
                 names[state.exit] = name.decode()
         steps = []
-        cursor = "-"
+        cursor, count = "-", 1
         while True:
-            entries = yield from self.plan_journal_page(campaign, job, cursor)
-            steps += [s for s in entries if s["user"] == user and s["type"] == "i"]
-            if len(entries) < JOURNAL_PAGE:
+            page = yield from self.plan_journal_page(campaign, job, cursor, count)
+            steps += [s for s in page.steps if s["user"] == user and s["type"] == "i"]
+            if page.entries < count:
                 break
-            cursor = "(" + entries[-1]["sid"]
+            cursor, count = "(" + str(page.last), page.next_count()
         path = [journey_step(s, with_ids) for s in sort_steps(steps)]
         return {"tenant": tenant, "campaign": campaign, "job": job, "user": user,
                 "journey_path": path, **state.summary(names)}
 
-    def plan_journal_page(self, campaign: str, job: str, start: str = "-", count: int | None = None) -> Plan:
-        """One page of a job's journal, oldest first, entries decoded with their `sid`."""
+    def plan_journal_page(self, campaign: str, job: str, start: str = "-", count: int = 1) -> Plan:
+        """Up to `count` entries of a job's journal from `start`, oldest first, as steps."""
         key = self.keys.journal(campaign, job)
-        (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, start, "+", "COUNT", count or JOURNAL_PAGE))])
-        return [dict(journal_step(as_dict(fields)), sid=entry_id.decode()) for entry_id, fields in entries]
+        (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, start, "+", "COUNT", count))])
+        return journal_page(entries)

@@ -13,27 +13,38 @@
 -- journal's last id, so the hot path writes no timestamps.
 --
 -- A batch shares its reads (graph facts, job indexes, user records) and its
--- writes (counter increments, HyperLogLog adds, user records are flushed once
--- at the end): one call of 1,000 events costs far less than 1,000 calls.
--- The chat service's single event is a batch of one.
+-- writes (counter increments, HyperLogLog adds, user records, one journal
+-- entry per job are flushed once at the end): one call of 500 events costs
+-- far less than 500 calls.  The chat service's single event is a batch of one.
+-- Redis calls dominate the cost of a script, so the per-event work is plain
+-- Lua on locals: no closures, no per-event tables beyond what is stored.
 --
 -- Checks come before writes for every event, and no command below can fail
 -- on well-formed keys, so an event is applied whole or not at all.
 --
 -- KEYS: 1 meta  2 users  3 campaign counters  4 dirty index  5 registry
---       6 names  then the keys events refer to by position: job counters
+--       6 names  7 rejected-events index
+--       then the keys events refer to by position: job counters
 --       (journal right after), day HLLs (any, sent, interacted, then the
 --       tenant's users of the day, across campaigns), id marks.
--- ARGV: 1 campaign  2 id ttl (s)  3 journal (0|1)  4 number of events, then
---       per event 14 values: type (t|s|i|x), tenant, job, user, ts (ms),
---       target, choice, node, title, status, day, job key #, day key #,
---       id key # (0: no id).
+-- ARGV: 1 campaign  2 id ttl (s)  3 journal (0|1)  4 the events: a msgpack
+--       array of 14 values per event: type (t|s|i|x), tenant, job, user,
+--       ts (ms), target, choice, node, title, status, day, job key #,
+--       day key #, id key # (0: no id).  One blob instead of 14 arguments
+--       per event spares Redis an object per argument and Lua a tonumber.
+-- Journal entries: field 'b', a msgpack array of JOURNAL_WIDTH values per
+--       event: user, ts, type, target, choice, choice node index (0: none), title.
 -- Returns one code per event: 1 applied, 0 duplicate id, -1 campaign bound
--- to another tenant, -2 too many distinct nodes.
+-- to another tenant, -2 too many distinct nodes, -3 campaign closed: it
+-- completed and its keys expired (the registry still binds it to its
+-- tenant); starting it again from zero would overwrite its persisted
+-- reports, so only loading its script again reopens it.
 
-local K_META, K_USERS, K_CAMP, K_DIRTY, K_REG, K_NAMES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local campaign, id_ttl, journal, n = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local K_META, K_USERS, K_CAMP, K_DIRTY, K_REG, K_NAMES, K_REJ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local campaign, id_ttl, journal = ARGV[1], ARGV[2], ARGV[3] == '1'
+local E = cmsgpack.unpack(ARGV[4])
 local FIELDS, MAX_NODES, SEP = 14, 4096, '\31'
+local band, bor = bit.band, bit.bor
 
 -- Meta fields read once per batch.
 local meta_cache = {}
@@ -46,30 +57,61 @@ local function meta(field)
   return v
 end
 
--- Node facts: "idx|end(0/1)|successor idxs|predecessor idxs".
-local facts_cache = {}
+-- Node facts "idx|end(0/1)|successor idxs|predecessor idxs", parsed once per
+-- batch into index arrays and the counter field names of the node.
+local facts_cache, kname = {}, {}
 local function facts(v)
   if not v then return nil end
   local f = facts_cache[v]
   if not f then
     local idx, fin, succ, pred = string.match(v, '^(%d+)|(%d)|([%d,]*)|([%d,]*)$')
-    f = {idx = tonumber(idx), fin = fin == '1', succ = succ, pred = pred}
+    local S, P = {}, {}
+    for x in string.gmatch(succ, '%d+') do S[#S + 1] = tonumber(x) end
+    for x in string.gmatch(pred, '%d+') do P[#P + 1] = tonumber(x) end
+    idx = tonumber(idx)
+    f = {idx = idx, fin = fin == '1', succ = S, pred = P, rf = 'r:' .. idx}
     facts_cache[v] = f
   end
   return f
 end
+local function kfield(i)
+  local k = kname[i]
+  if not k then k = 'k:' .. i; kname[i] = k end
+  return k
+end
+local chname = {}
+local function choice_field(i, choice)
+  local names = chname[i]
+  if not names then names = {}; chname[i] = names end
+  local f = names[choice]
+  if not f then f = 'ch:' .. i .. SEP .. choice; names[choice] = f end
+  return f
+end
+local dayname = {}
+local function day_field(day)
+  local f = dayname[day]
+  if not f then f = 'i:' .. day; dayname[day] = f end
+  return f
+end
 
 -- Accumulated writes, flushed at the end.
-local incr, hll, user_recs, order = {}, {}, {}, {}
-local function add(key, d)
-  local acc = incr[key]
-  if not acc then acc = {}; incr[key] = acc end
-  for f, v in pairs(d) do acc[f] = (acc[f] or 0) + v end
+local incr, hll, jr, user_recs, order = {}, {}, {}, {}, {}
+local function acc(key)
+  local a = incr[key]
+  if not a then a = {}; incr[key] = a end
+  return a
 end
 local function hll_add(key, user)
   local set = hll[key]
   if not set then set = {}; hll[key] = set end
   set[user] = true
+end
+
+-- Add v to field f of accumulator A, and subtract it from B (when given):
+-- how a job's change is taken back out of the campaign's corrections.
+local function bump(A, B, f, v)
+  A[f] = (A[f] or 0) + v
+  if B then B[f] = (B[f] or 0) - v end
 end
 
 -- A record: {job idx, flags, first ts, sent-first, end-first, exit idx,
@@ -79,8 +121,10 @@ local function decode(r)
   local s = {flags = r[2], first = r[3], sent = -1, fin = -1, exit = r[6], n = r[7], R = {}, K = {}}
   if r[4] >= 0 then s.sent = r[3] + r[4] end
   if r[5] >= 0 then s.fin = r[3] + r[5] end
-  for _, i in ipairs(r[8]) do s.R[i] = true end
-  for _, i in ipairs(r[9]) do s.K[i] = true end
+  local R, K, l = s.R, s.K, r[8]
+  for i = 1, #l do R[l[i]] = true end
+  l = r[9]
+  for i = 1, #l do K[l[i]] = true end
   return s
 end
 
@@ -107,7 +151,8 @@ local function records(user)
     u = {}
     local raw = redis.call('HGET', K_USERS, user)
     if raw then
-      for _, r in ipairs(cmsgpack.unpack(raw)) do u[r[1]] = decode(r) end
+      local recs = cmsgpack.unpack(raw)
+      for i = 1, #recs do u[recs[i][1]] = decode(recs[i]) end
     end
     user_recs[user] = u
     order[#order + 1] = user
@@ -120,65 +165,68 @@ local function name_of(i)
 end
 
 local function completion(s)
-  if bit.band(s.flags, 8) == 0 then return nil end
+  if band(s.flags, 8) == 0 then return nil end
   return s.fin - (s.sent >= 0 and s.sent or s.first)
 end
 
--- Apply one event to a record in place; return the counter changes it makes.
-local function apply(s, ev)
-  local d = {}
+local function flag(s, b, field, A, B)
+  if band(s.flags, b) == 0 then
+    s.flags = bor(s.flags, b)
+    bump(A, B, field, 1)
+  end
+end
+
+local function continued(s, i, A, B)
+  if not s.K[i] then
+    s.K[i] = true
+    bump(A, B, kfield(i), 1)
+  end
+end
+
+-- The user reached node f: count it, and note the nodes it went on from.
+local function reach(s, f, A, B)
+  local R = s.R
+  if R[f.idx] then return end
+  R[f.idx] = true
+  bump(A, B, f.rf, 1)
+  local S, P = f.succ, f.pred
+  for i = 1, #S do
+    if R[S[i]] then continued(s, f.idx, A, B) break end
+  end
+  for i = 1, #P do
+    if R[P[i]] then continued(s, P[i], A, B) end
+  end
+end
+
+-- Apply one event to a record in place, adding the counter changes it makes
+-- to A (and taking them out of B).  tf/nf: facts of the target and choice node.
+local function apply(s, etype, ts, tf, nf, choice, target, start, A, B)
   local before = completion(s)
-  local function flag(b, field)
-    if bit.band(s.flags, b) == 0 then
-      s.flags = bit.bor(s.flags, b)
-      d[field] = 1
-    end
-  end
-  local function continued(i)
-    if not s.K[i] then
-      s.K[i] = true
-      d['k:' .. i] = 1
-    end
-  end
-  local function reach(f)
-    if s.R[f.idx] then return end
-    s.R[f.idx] = true
-    d['r:' .. f.idx] = 1
-    for x in string.gmatch(f.succ, '%d+') do
-      if s.R[tonumber(x)] then continued(f.idx) break end
-    end
-    for x in string.gmatch(f.pred, '%d+') do
-      local p = tonumber(x)
-      if s.R[p] then continued(p) end
-    end
-  end
-  local ts = ev.ts
-  flag(1, 'target')
+  flag(s, 1, 'target', A, B)
   if s.first < 0 or ts < s.first then s.first = ts end
-  if ev.type == 's' then
-    flag(2, 'sent')
+  if etype == 's' then
+    flag(s, 2, 'sent', A, B)
     if s.sent < 0 or ts < s.sent then s.sent = ts end
-    if ev.start then reach(ev.start) end
-  elseif ev.type == 'i' then
-    flag(4, 'interacted')
+    if start then reach(s, start, A, B) end
+  elseif etype == 'i' then
+    flag(s, 4, 'interacted', A, B)
     s.n = s.n + 1
-    d.interactions = 1
-    reach(ev.tf)
-    if ev.nf then
-      reach(ev.nf)
-      if ev.choice ~= '' then d['ch:' .. ev.nf.idx .. SEP .. ev.choice] = 1 end
+    bump(A, B, 'interactions', 1)
+    reach(s, tf, A, B)
+    if nf then
+      reach(s, nf, A, B)
+      if choice ~= '' then bump(A, B, choice_field(nf.idx, choice), 1) end
     end
-    if ev.tf.fin then
-      flag(8, 'completed')
-      if s.fin < 0 or ts < s.fin or (ts == s.fin and ev.tf.idx ~= s.exit and ev.target < name_of(s.exit)) then
+    if tf.fin then
+      flag(s, 8, 'completed', A, B)
+      if s.fin < 0 or ts < s.fin or (ts == s.fin and tf.idx ~= s.exit and target < name_of(s.exit)) then
         s.fin = ts
-        s.exit = ev.tf.idx
+        s.exit = tf.idx
       end
     end
   end
   local after = completion(s)
-  if after and after ~= (before or 0) then d.ct_ms = after - (before or 0) end
-  return d
+  if after and after ~= (before or 0) then bump(A, B, 'ct_ms', after - (before or 0)) end
 end
 
 local function copy(s)
@@ -188,51 +236,44 @@ local function copy(s)
   return c
 end
 
--- Apply a user event to the user's records and queue the counter changes.
-local function apply_user_event(ev, ji, job_key)
-  local u = records(ev.user)
-  local jobs = 0
+-- Apply a user event to the user's records and accumulate the counter changes.
+local function apply_user_event(user, ji, A_job, etype, ts, tf, nf, choice, target, start)
+  local u = records(user)
+  local other = nil
   for j in pairs(u) do
-    if j ~= 0 and j ~= ji then jobs = jobs + 1 end
+    if j ~= 0 and j ~= ji then other = j break end
   end
-  local job_s = u[ji] or empty()
-  u[ji] = job_s
-  if jobs == 0 then
+  local job_s = u[ji]
+  if not job_s then job_s = empty(); u[ji] = job_s end
+  if not other then
     -- Only this job so far: the campaign record is the job's record.
-    add(job_key, apply(job_s, ev))
+    apply(job_s, etype, ts, tf, nf, choice, target, start, A_job, nil)
     return
   end
   local camp_s = u[0]
   if not camp_s then
     -- The user's first event in a second job: the other job's record is
     -- the campaign record until now.
-    for j, s in pairs(u) do
-      if j ~= 0 and j ~= ji then camp_s = copy(s) end
-    end
+    camp_s = copy(u[other])
     u[0] = camp_s
   end
-  local dj, dc = apply(job_s, ev), apply(camp_s, ev)
-  add(job_key, dj)
-  local fix = {}
-  for f, v in pairs(dc) do
-    if v ~= (dj[f] or 0) then fix[f] = v - (dj[f] or 0) end
-  end
-  for f, v in pairs(dj) do
-    if dc[f] == nil then fix[f] = -v end
-  end
-  add(K_CAMP, fix)
+  -- Campaign corrections = the campaign record's change - the job's change.
+  local A_camp = acc(K_CAMP)
+  apply(job_s, etype, ts, tf, nf, choice, target, start, A_job, A_camp)
+  apply(camp_s, etype, ts, tf, nf, choice, target, start, A_camp, nil)
 end
 
+-- Returns the time of the change and whether the status is now the latest.
 local function set_status(key, status, ts)
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   local cur = tonumber(redis.call('HGET', key, 'status_ts'))
   if not cur or ts >= cur then
     redis.call('HSET', key, 'status', status, 'status_ts', ts, 'updated_at', now)
-  else
-    redis.call('HSET', key, 'updated_at', now)
+    return now, true
   end
-  return now
+  redis.call('HSET', key, 'updated_at', now)
+  return now, false
 end
 
 local function allocate(id)
@@ -247,69 +288,90 @@ end
 
 local codes, applied, rejected = {}, 0, 0
 local owner = meta('tenant')
-for e = 0, n - 1 do
-  local b = 4 + e * FIELDS
-  local ev = {type = ARGV[b + 1], tenant = ARGV[b + 2], job = ARGV[b + 3], user = ARGV[b + 4],
-              ts = tonumber(ARGV[b + 5]), target = ARGV[b + 6], choice = ARGV[b + 7], node = ARGV[b + 8]}
+local closed = false
+if not owner then
+  owner = redis.call('HGET', K_REG, campaign)
+  closed = owner ~= false
+end
+local start_facts = nil
+for b = 0, #E - 1, FIELDS do
+  local etype, tenant, user, target, choice, node = E[b + 1], E[b + 2], E[b + 4], E[b + 6], E[b + 7], E[b + 8]
+  local ts = E[b + 5]
+  local tf, nf = nil, nil
   local code = 1
-  if owner and owner ~= ev.tenant then
+  if owner and owner ~= tenant then
     code = -1
-  elseif ev.type == 'i' then
+  elseif closed then
+    code = -3
+  elseif etype == 'i' then
     -- Resolve the nodes before any write; count nodes still to allocate.
     local fresh = 0
-    ev.tf = facts(meta('n:' .. ev.target))
-    if not ev.tf then fresh = 1 end
-    if ev.node ~= '' then
-      if ev.node == ev.target then ev.nf = ev.tf else
-        ev.nf = facts(meta('n:' .. ev.node))
-        if not ev.nf then fresh = fresh + 1 end
+    tf = facts(meta('n:' .. target))
+    if not tf then fresh = 1 end
+    if node ~= '' then
+      if node == target then nf = tf else
+        nf = facts(meta('n:' .. node))
+        if not nf then fresh = fresh + 1 end
       end
     else
-      ev.nf = facts(meta('pt:' .. ev.target)) or
-              (ev.choice ~= '' and facts(meta('pl:' .. ev.target .. SEP .. ev.choice))) or nil
+      nf = facts(meta('pt:' .. target)) or
+           (choice ~= '' and facts(meta('pl:' .. target .. SEP .. choice))) or nil
     end
     if fresh > 0 and tonumber(meta('#n') or '0') + fresh > MAX_NODES then code = -2 end
   end
-  local idem = tonumber(ARGV[b + 14])
+  local idem = E[b + 14]
   if code == 1 and idem > 0 and not redis.call('SET', KEYS[idem], '1', 'NX', 'EX', id_ttl) then code = 0 end
   if code == 1 then
     applied = applied + 1
     if not owner then
-      redis.call('HSET', K_META, 'tenant', ev.tenant)
-      redis.call('HSET', K_REG, campaign, ev.tenant)
-      owner = ev.tenant
+      redis.call('HSET', K_META, 'tenant', tenant)
+      redis.call('HSET', K_REG, campaign, tenant)
+      owner = tenant
     end
-    local job_key = KEYS[tonumber(ARGV[b + 12])]
-    if ev.type == 'x' then
-      local now = set_status(K_CAMP, ARGV[b + 10], ev.ts)
-      if ev.job ~= '' then set_status(job_key, ARGV[b + 10], ev.ts) end
-      if ARGV[b + 10] == 'COMPLETED' then redis.call('HSET', K_META, 'completed_at', now) end
-    else
-      if ev.type == 'i' then
-        if not ev.tf then ev.tf = allocate(ev.target) end
-        if ev.node ~= '' and not ev.nf then ev.nf = ev.node == ev.target and ev.tf or allocate(ev.node) end
+    local job, jref = E[b + 3], E[b + 12]
+    if etype == 'x' then
+      local status = E[b + 10]
+      local now, latest = set_status(K_CAMP, status, ts)
+      if job ~= '' then set_status(KEYS[jref], status, ts) end
+      -- Only a campaign whose latest status is COMPLETED gets its keys expired.
+      if latest and status == 'COMPLETED' then
+        redis.call('HSET', K_META, 'completed_at', now)
+      elseif latest then
+        redis.call('HDEL', K_META, 'completed_at')
       end
-      ev.start = ev.type == 's' and facts(meta('start')) or nil
-      local ji = tonumber(meta('j:' .. ev.job))
+    else
+      if etype == 'i' then
+        if not tf then tf = allocate(target) end
+        if node ~= '' and not nf then nf = node == target and tf or allocate(node) end
+      end
+      local start = nil
+      if etype == 's' then
+        start_facts = start_facts or facts(meta('start')) or false
+        start = start_facts or nil
+      end
+      local ji = tonumber(meta('j:' .. job))
       if not ji then
         ji = redis.call('HINCRBY', K_META, '#j', 1)
-        redis.call('HSET', K_META, 'j:' .. ev.job, ji)
-        meta_cache['j:' .. ev.job] = tostring(ji)
+        redis.call('HSET', K_META, 'j:' .. job, ji)
+        meta_cache['j:' .. job] = tostring(ji)
       end
-      apply_user_event(ev, ji, job_key)
+      apply_user_event(user, ji, acc(KEYS[jref]), etype, ts, tf, nf, choice, target, start)
       -- The journal lists every user event: interactions make journeys, and
       -- every entry tells the snapshot whose summaries changed.
       if journal then
-        redis.call('XADD', KEYS[tonumber(ARGV[b + 12]) + 1], '*', 'e',
-          cmsgpack.pack({ev.user, ev.ts, ev.type, ev.target, ev.choice, ev.nf and ev.nf.idx or 0, ARGV[b + 9]}))
+        local J = jr[jref]
+        if not J then J = {}; jr[jref] = J end
+        local k = #J
+        J[k + 1], J[k + 2], J[k + 3], J[k + 4] = user, ts, etype, target
+        J[k + 5], J[k + 6], J[k + 7] = choice, nf and nf.idx or 0, E[b + 9]
       end
-      local day = tonumber(ARGV[b + 13])
-      hll_add(KEYS[day], ev.user)
-      hll_add(KEYS[day + 3], ev.user)
-      if ev.type == 's' then hll_add(KEYS[day + 1], ev.user) end
-      if ev.type == 'i' then
-        hll_add(KEYS[day + 2], ev.user)
-        add(K_CAMP, {['i:' .. ARGV[b + 11]] = 1})
+      local day = E[b + 13]
+      hll_add(KEYS[day], user)
+      hll_add(KEYS[day + 3], user)
+      if etype == 's' then hll_add(KEYS[day + 1], user) end
+      if etype == 'i' then
+        hll_add(KEYS[day + 2], user)
+        bump(acc(K_CAMP), nil, day_field(E[b + 11]), 1)
       end
     end
   elseif code < 0 then
@@ -318,30 +380,34 @@ for e = 0, n - 1 do
   codes[#codes + 1] = code
 end
 
--- Flush: user records in one HSET, counter increments, HyperLogLog adds.
+-- Flush: user records in one HSET, counter increments, HyperLogLog adds,
+-- one journal entry per job.
 local function chunked(cmd, key, items)
   for i = 1, #items, 1000 do
     redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
   end
 end
+local function by_job(a, b) return a[1] < b[1] end
 local pairs_out = {}
-for _, user in ipairs(order) do
+for o = 1, #order do
+  local user = order[o]
   local recs = {}
   for j, s in pairs(user_recs[user]) do recs[#recs + 1] = encode(j, s) end
   if #recs > 0 then
-    table.sort(recs, function(a, b) return a[1] < b[1] end)
+    if #recs > 1 then table.sort(recs, by_job) end
     pairs_out[#pairs_out + 1] = user
     pairs_out[#pairs_out + 1] = cmsgpack.pack(recs)
   end
 end
 if #pairs_out > 0 then chunked('HSET', K_USERS, pairs_out) end
-for key, acc in pairs(incr) do
-  for f, v in pairs(acc) do
+for key, a in pairs(incr) do
+  for f, v in pairs(a) do
     if v ~= 0 then redis.call('HINCRBY', key, f, v) end
   end
 end
 for key, set in pairs(hll) do chunked('PFADD', key, sorted_keys(set)) end
+for jref, J in pairs(jr) do redis.call('XADD', KEYS[jref + 1], '*', 'b', cmsgpack.pack(J)) end
 -- Score of the dirty index: changes not yet persisted; a snapshot subtracts what it saw.
 if applied > 0 then redis.call('ZINCRBY', K_DIRTY, applied, campaign) end
-if rejected > 0 then redis.call('HINCRBY', K_META, 'rejected', rejected) end
+if rejected > 0 then redis.call('HINCRBY', K_REJ, campaign, rejected) end
 return codes

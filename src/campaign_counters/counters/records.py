@@ -17,12 +17,15 @@ from .transport import as_dict
 
 FLAG_TARGETED, FLAG_SENT, FLAG_INTERACTED, FLAG_COMPLETED = 1, 2, 4, 8
 
-JOURNAL_PAGE = 5000
+JOURNAL_PAGE = 5000  # journal steps read (and persisted) per round trip
+JOURNAL_WIDTH = 7  # values per event in a journal entry (see record.lua)
 
 
-def sid_order(sid: str) -> tuple[int, int]:
-    ms, _, seq = sid.partition("-")
-    return int(ms), int(seq or 0)
+def sid_order(sid: str) -> tuple[int, int, int]:
+    """Sort key of a step id `<stream entry id>.<position in the entry>` (or of an entry id)."""
+    entry, _, pos = sid.partition(".")
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0), int(pos or 0)
 
 
 def sort_steps(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,13 +90,45 @@ class UserState:
         }
 
 
-def journal_step(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
-    """Decode a journal entry; `type` is t(argeted), s(ent) or i(nteraction)."""
-    user, ts_ms, etype, target, choice, node, title = msgpack.unpackb(fields[b"e"])
-    return {
-        "user": user, "ts_ms": ts_ms, "type": etype, "target": target or None,
-        "choice": choice or None, "node": node or None, "title": title or None,
-    }
+@dataclass
+class JournalPage:
+    """Steps of a run of journal entries; `last` is the id of the last entry read."""
+
+    steps: list[dict[str, Any]]
+    entries: int
+    last: str | None
+
+    def next_count(self, steps: int = JOURNAL_PAGE) -> int:
+        """How many entries the next page should ask for to hold about `steps` steps.
+
+        An entry is a batch of events (one for the chat service's calls, up to
+        a script call's worth for bulk loads), so pages are sized by what the
+        entries read so far held.
+        """
+        if not self.steps:
+            return steps
+        return max(1, steps * self.entries // len(self.steps))
+
+
+def journal_page(entries: list) -> JournalPage:
+    """Decode XRANGE entries; each holds a batch of events, one step per event.
+
+    A step's `sid` is `<entry id>.<position>`: unique, and in arrival order.
+    `type` is t(argeted), s(ent) or i(nteraction).
+    """
+    steps: list[dict[str, Any]] = []
+    last = None
+    for entry_id, fields in entries:
+        last = entry_id.decode()
+        values = msgpack.unpackb(as_dict(fields)[b"b"])
+        for k in range(0, len(values), JOURNAL_WIDTH):
+            user, ts_ms, etype, target, choice, node, title = values[k:k + JOURNAL_WIDTH]
+            steps.append({
+                "user": user, "ts_ms": ts_ms, "type": etype, "target": target or None,
+                "choice": choice or None, "node": node or None, "title": title or None,
+                "sid": f"{last}.{k // JOURNAL_WIDTH}",
+            })
+    return JournalPage(steps, len(entries), last)
 
 
 def parse_names(raw: Any) -> dict[int, str]:

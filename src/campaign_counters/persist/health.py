@@ -30,7 +30,10 @@ def health(counters: Counters, store: ReportStore | None, queue: Any | None) -> 
         found, dirty = _safe(lambda: counters.run(m.dirty_campaigns(counters)))
         out["pending_snapshots"] = {"campaigns": len(dirty), "changes": sum(n for _, _, n in dirty)} if found else dirty
         found, rejected = _safe(lambda: counters.run(m.rejected_counts(counters)))
-        out["rejected_events"] = {"total": sum(rejected.values()), "by_campaign": rejected} if found else rejected
+        if found:
+            total = sum(rejected["by_campaign"].values()) + sum(rejected["by_field"].values())
+            rejected = {"total": total, **rejected}
+        out["rejected_events"] = rejected
     else:
         out["redis"]["error"] = info
     if store is not None:

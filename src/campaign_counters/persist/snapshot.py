@@ -3,13 +3,13 @@
 Order of work, chosen so that a crash at any point is harmless:
 
 1. note how many changes are pending for the campaign;
-2. for each job, read the journal a batch at a time, write the touched users'
-   journeys (absolute summaries, steps keyed by journal id), and only after
-   the store acknowledged, trim that batch from the journal;
+2. for each job, read the journal a page at a time, write the touched users'
+   journeys in batches (absolute summaries, steps keyed by journal id), and
+   only after the store acknowledged the whole page, trim it from the journal;
 3. write every job's report and the campaign total (absolute values);
 4. subtract the noted changes from the campaign's change mark.
 
-Re-running after a crash re-reads the untrimmed batch and rewrites the same
+Re-running after a crash re-reads the untrimmed page and rewrites the same
 documents; steps merge by id, so nothing is duplicated.
 """
 
@@ -91,18 +91,21 @@ def snapshot_campaign(
     result = SnapshotResult(meta.tenant, campaign)
     snapshot_at = _now_iso()
     for job, ji in sorted(meta.jobs.items()):
+        count = 1
         while True:
-            entries = counters.run(counters.plan_journal_page(campaign, job, "-", batch))
-            if not entries:
+            page = counters.run(counters.plan_journal_page(campaign, job, "-", count))
+            if page.last is None:
                 break
-            docs = _journey_docs(counters, meta, job, ji, entries, snapshot_at)
-            store.upsert_journeys(docs)
-            counters.run(m.trim_journal(counters, campaign, job, entries[-1]["sid"]))
-            result.batches += 1
-            result.journeys += len(docs)
-            result.steps += sum(len(d["journey_path"]) for d in docs)
-            if progress:
-                progress(result)
+            for start in range(0, len(page.steps), batch):
+                docs = _journey_docs(counters, meta, job, ji, page.steps[start:start + batch], snapshot_at)
+                store.upsert_journeys(docs)
+                result.batches += 1
+                result.journeys += len(docs)
+                result.steps += sum(len(d["journey_path"]) for d in docs)
+                if progress:
+                    progress(result)
+            counters.run(m.trim_journal(counters, campaign, job, page.last))
+            count = page.next_count(batch)
     docs = []
     for job in [None, *sorted(meta.jobs)]:
         try:
@@ -115,6 +118,8 @@ def snapshot_campaign(
     if retention is not None and meta.completed_at is not None:
         counters.run(m.expire_campaign(counters, campaign, list(meta.jobs), retention))
         result.expired = True
+    elif meta.expiring and meta.completed_at is None:
+        counters.run(m.keep_campaign(counters, campaign, list(meta.jobs)))
     result.seconds = time.monotonic() - started
     log.info("snapshot %s/%s: %d reports, %d journeys, %d steps in %.2fs",
              meta.tenant, campaign, result.reports, result.journeys, result.steps, result.seconds)
@@ -122,13 +127,13 @@ def snapshot_campaign(
 
 
 def _journey_docs(counters: Counters, meta: m.CampaignMeta, job: str, ji: int,
-                  entries: list[dict[str, Any]], snapshot_at: str) -> list[dict[str, Any]]:
-    users = list(dict.fromkeys(e["user"] for e in entries))
+                  steps: list[dict[str, Any]], snapshot_at: str) -> list[dict[str, Any]]:
+    users = list(dict.fromkeys(e["user"] for e in steps))
     raws = counters.run(m.user_records(counters, meta.campaign, users))
-    steps: dict[str, list[dict[str, Any]]] = {u: [] for u in users}
-    for e in entries:
+    paths: dict[str, list[dict[str, Any]]] = {u: [] for u in users}
+    for e in steps:
         if e["type"] == "i":
-            steps[e["user"]].append(journey_step(e, with_id=True))
+            paths[e["user"]].append(journey_step(e, with_id=True))
     docs = []
     for user, raw in zip(users, raws):
         record = find_record(raw, ji)
@@ -136,7 +141,7 @@ def _journey_docs(counters: Counters, meta: m.CampaignMeta, job: str, ji: int,
             continue  # the user's keys expired or were repaired away
         docs.append({
             "tenant_id": meta.tenant, "campaign_id": meta.campaign, "job_id": job, "user_id": user,
-            "journey_path": steps[user],
+            "journey_path": paths[user],
             **UserState.from_record(record).summary(meta.names),
             "snapshot_at": snapshot_at,
         })
