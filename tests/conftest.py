@@ -50,7 +50,10 @@ class Awaitable:
     """Gives a sync client the awaitable interface of the async one."""
 
     def __init__(self, inner):
-        self.inner = inner
+        object.__setattr__(self, "inner", inner)
+
+    def __setattr__(self, name, value):
+        setattr(self.inner, name, value)
 
     def __getattr__(self, name):
         attr = getattr(self.inner, name)

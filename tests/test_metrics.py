@@ -207,11 +207,18 @@ async def test_events_before_the_script_still_count_users(api):
     assert rep["node_analytics"]["ask"]["reached_count"] == 1
 
 
-async def test_generated_campaign_matches_the_oracle(api):
+@pytest.mark.parametrize("chunk,script_batch", [(5000, 500), (37, 5)], ids=["one-chunk", "many-chunks"])
+async def test_generated_campaign_matches_the_oracle(api, chunk, script_batch):
+    """Many chunks: each is validated while Redis runs the previous one's calls."""
+    from dataclasses import replace
+
     await load(api)
+    api.settings = replace(api.settings, chunk=chunk, script_batch=script_batch)
     events = random_events(OFFER_SCRIPT, 300, seed=11)
-    res = await api.record_many(events)
-    assert res.rejected == 0 and res.accepted + res.duplicates == len(events)
+    bad = [{"type": "sent", "tenant": T}, ev("interaction", "u1", -5, target="ask")]
+    res = await api.record_many(events[:100] + bad + events[100:])
+    assert res.rejected == 2 and [r.index for r in res.rejections] == [100, 101]
+    assert res.accepted + res.duplicates == len(events)
     for job in (None, "job-1", "job-2"):
         assert metrics_of(await api.report(T, C, job)) == expected_report(events, OFFER_SCRIPT, job)
     for user in ("user-0", "user-1", "user-7", "user-42"):

