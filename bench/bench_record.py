@@ -16,6 +16,7 @@ import asyncio
 import collections
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -60,10 +61,10 @@ def bench_cmd(server: Server, args: list, n: int, clients: int, keyspace: int = 
     if failed:
         raise RuntimeError(f"{failed} of the benchmarked calls failed: the ceiling would be meaningless")
     # "test","rps","avg_latency_ms","min_latency_ms","p50...","p95...","p99...","max..." where the
-    # test's name is the command itself, binary blob and all: read the numbers from the end.
-    header, line = out.split(b"\n")[:2]
+    # test's name is the command itself, binary blob (newlines too) and all: read the numbers from the end.
+    header, _, rest = out.partition(b"\n")
     columns = header.count(b",")
-    return float(re.findall(rb'"([0-9.]+)"', line)[-columns])
+    return float(re.findall(rb'"([0-9.]+)"', rest)[-columns])
 
 
 NUL_FREE_TS = 0x0101010101010101  # ms; its 8 msgpack bytes are all non-zero
@@ -100,33 +101,43 @@ def benchmark_args(cmd_args: tuple, subs: list[tuple[str, str]]) -> list[bytes]:
     return args
 
 
-def ceiling(server: Server, n: int) -> dict[str, float]:
-    """Requests/s of record.lua per event type, driven by redis-benchmark."""
+def _ceiling_client(server: Server) -> Counters:
     server.client().flushall()
     c = Counters(server.tcp_url)
     c.load_script(TENANT, CAMPAIGN, SCRIPT)
     c.record({"type": "sent", "tenant": TENANT, "campaign": CAMPAIGN, "job": "run-1", "user": "warm", "ts": 1})
+    c.run(c._load_timezones([TENANT]))
+    return c
+
+
+def single_ceilings(server: Server, n: int) -> dict[str, float]:
+    """Requests/s of record.lua with one event per call (the chat service's calls), per event type."""
+    c = _ceiling_client(server)
     samples = {
         "targeted": {"type": "targeted"},
         "sent": {"type": "sent"},
         "interaction": {"type": "interaction", "target": "q_budget", "choice": "yes"},
     }
     out = {}
-    c.run(c._load_timezones([TENANT]))
     for name, extra in samples.items():
         ev = parse_event({"tenant": TENANT, "campaign": CAMPAIGN, "job": "run-1", "user": "USER", "ts": 1_764_000_000,
                           "id": "EVID", **extra})
-        cmd = c._record_cmd(CAMPAIGN, [ev], {})  # a batch of one: what the chat service sends
+        cmd = c._record_cmd(CAMPAIGN, [ev], {})
         args = benchmark_args(cmd.args, [("USER", "u:__rand_int__"), ("EVID", "e:__rand_int__")])
         out[name] = max(bench_cmd(server, args, n, clients) for clients in (1, 4))
-    # The same script as record_many drives it: 100 events of the mix per call.
-    mix = [parse_event(dict(e, id=f"EVID{i}-")) for i, e in enumerate(events(40))][:100]
-    cmd = c._record_cmd(CAMPAIGN, mix, {})
-    args = benchmark_args(cmd.args, [("user-", "u:__rand_int__:"), ("EVID", "e:__rand_int__:")])
-    out["batch of 100 (events/s)"] = 100 * max(bench_cmd(server, args, n // 100, clients) for clients in (1, 4))
     out["baseline HINCRBY"] = bench_cmd(server, ["HINCRBY", "bench:h", "f:__rand_int__", 1], n * 2, 4, 1000)
     c.close()
     return out
+
+
+def batch_ceiling(server: Server, n: int) -> float:
+    """Events/s of record.lua driven with 100 events of the mix per call, every event a new user."""
+    c = _ceiling_client(server)
+    mix = [parse_event(dict(e, id=f"EVID{i}-")) for i, e in enumerate(events(40))][:100]
+    cmd = c._record_cmd(CAMPAIGN, mix, {})
+    args = benchmark_args(cmd.args, [("user-", "u:__rand_int__:"), ("EVID", "e:__rand_int__:")])
+    c.close()
+    return 100 * max(bench_cmd(server, args, n // 100, clients) for clients in (1, 4))
 
 
 async def async_latency(url: str, n: int) -> list[float]:
@@ -202,25 +213,38 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000, help="events for the throughput run")
     ap.add_argument("--users", type=int, default=100_000, help="users for the memory run")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds (the median is reported)")
     ap.add_argument("--latency-calls", type=int, default=5000)
     ap.add_argument("--only", choices=["throughput", "latency", "memory"], help="run one part")
     args = ap.parse_args()
     with Server() as server:
         if args.only in (None, "throughput"):
-            rate, mix = throughput(server, args.events)
-            print(f"record_many, one process, TCP loopback: {rate:,.0f} events/s over {sum(mix.values()):,} events {dict(mix)}")
-            if redis_benchmark() is None:
+            have_ceiling = redis_benchmark() is not None
+            if not have_ceiling:
                 print("redis-benchmark not found: apt-get install -y redis-tools (for the ceiling)")
-            else:
-                ceil = ceiling(server, 200_000)
+            rounds = []
+            for i in range(args.rounds):
+                rate, mix = throughput(server, args.events)
+                batch = batch_ceiling(server, 200_000) if have_ceiling else float("nan")
+                rounds.append((rate, batch))
+                print(f"round {i + 1}: record_many {rate:,.0f} events/s, batched ceiling {batch:,.0f} events/s "
+                      f"({rate / batch:.0%})", flush=True)
+            rate = statistics.median(r for r, _ in rounds)
+            print(f"record_many, one process, TCP loopback, {sum(mix.values()):,} events {dict(mix)}: "
+                  f"median {rate:,.0f} events/s (min {min(r for r, _ in rounds):,.0f}, "
+                  f"max {max(r for r, _ in rounds):,.0f}) over {args.rounds} rounds")
+            if have_ceiling:
+                ceil = single_ceilings(server, 200_000)
+                batch = statistics.median(b for _, b in rounds)
                 total = sum(mix.values())
                 mixed = total / sum(mix[t] / ceil[t] for t in mix)
                 rows = [(k, f"{v:,.0f}") for k, v in ceil.items()]
+                rows.insert(3, ("batch of 100 (events/s, median)", f"{batch:,.0f}"))
                 rows.append(("one event per call, weighted by the mix", f"{mixed:,.0f}"))
                 print(table(rows, ("redis-benchmark -P 64, record.lua", "requests/s")))
-                batch = ceil["batch of 100 (events/s)"]
-                print(f"record_many / batched ceiling = {rate / batch:.0%}   record_many / one-event ceiling = "
-                      f"{rate / mixed:.0%}   one-event ceiling / HINCRBY baseline = {mixed / ceil['baseline HINCRBY']:.1%}")
+                print(f"record_many / batched ceiling = {statistics.median(r / b for r, b in rounds):.0%} (median of "
+                      f"rounds)   record_many / one-event ceiling = {rate / mixed:.0%}   "
+                      f"one-event ceiling / HINCRBY baseline = {mixed / ceil['baseline HINCRBY']:.1%}")
         if args.only in (None, "latency"):
             rows = []
             for name, samples in (("AsyncCounters.record", asyncio.run(async_latency(server.tcp_url, args.latency_calls))),
