@@ -103,6 +103,11 @@ def test_reconcile_and_overview_from_the_cli(cli, tmp_path, redis_url):
     assert res.exit_code == 1
     out = json.loads(res.stdout)
     assert out["checked"] == 3 and out["drift"] and out["repaired"] == []
+    assert cli("reconcile", "--tenant", "t-ber", "--history", history, "--until", "2026-10-25").exit_code == 2
+    res = cli("reconcile", "--tenant", "t-ber", "--history", history, "--date", "2026-10-01", "--until", "2026-10-20")
+    assert res.exit_code == 0 and json.loads(res.stdout)["checked"] == 0  # no event in those local days
+    res = cli("reconcile", "--tenant", "t-ber", "--history", history, "--date", "2026-10-01", "--until", "2026-10-31")
+    assert res.exit_code == 1 and json.loads(res.stdout)["checked"] == 3
     res = cli("reconcile", "--tenant", "t-ber", "--history", history, "--date", "2026-10-25", "--repair")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["repaired"] == ["t-ber-c"]
@@ -118,7 +123,8 @@ def test_reconcile_and_overview_from_the_cli(cli, tmp_path, redis_url):
     stored = open_store(f"sqlite:///{tmp_path}/reports.db").overview("t-ber", "weekly", "2026-10-19")
     assert stored["total_target_users"] == doc["total_target_users"] > 0
     res = cli("overview", "--tenant", "t-ber", "--date", "2026-10-20", "--until", "2026-10-26", "--history", history)
-    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 7 and "storing 7 daily" in res.stderr
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 7
+    assert "reading history (bytes)" in res.stderr and "stored 7 daily overview(s)" in res.stderr
     assert cli("overview", "--tenant", "t-ber").exit_code == 2  # no history, no --live
     live = json.loads(cli("overview", "--tenant", "t-ber", "--live").stdout)
     assert live["approximate"] is True
@@ -150,3 +156,16 @@ def test_nightly_job_runs_in_a_worker(redis_url, tmp_path, monkeypatch):
     mine = [e for e in events if e["tenant"] == "t-ber"]
     assert metrics_of(c.report("t-ber", "t-ber-c")) == expected_report(mine, OFFER_SCRIPT)
     jobs._context.cache_clear()
+
+
+def test_history_reports_how_far_it_read(tmp_path):
+    from campaign_counters.persist.history import JsonlHistory
+
+    events = scenario_events()
+    path = jsonl(tmp_path, events * 40)  # enough lines for several reports
+    reports = []
+    got = list(JsonlHistory(path).events("t-ber", progress=lambda done, total, unit: reports.append((done, total, unit))))
+    size = (tmp_path / "events.jsonl").stat().st_size
+    assert len(got) == 40 * len([e for e in events if e["tenant"] == "t-ber"])
+    assert len(reports) > 2 and reports[-1] == (size, size, "bytes")
+    assert [d for d, _, _ in reports] == sorted(d for d, _, _ in reports)

@@ -137,7 +137,9 @@ def test_mongo_history_mapping_on_mongomock(counters, tmp_path):
     ]
     coll.insert_many(docs)
     source = MongoHistory("mongodb://x/fptchat", client=client)
-    events = list(source.events(T))
+    reports = []
+    events = list(source.events(T, progress=lambda *r: reports.append(r)))
+    assert reports == [(4, 4, "documents")]  # counted on the server with the same filter
     assert [(e.type, e.user) for e in events] == [("sent", "u1"), ("interaction", "u1"), ("targeted", "u2"), ("sent", "u4")]
     assert events[1].target == "ask" and events[1].choice == "go" and events[1].title == "Go!"
     assert events[0].campaign == str(camp) and events[0].id == str(docs[0]["_id"])

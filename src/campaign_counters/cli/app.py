@@ -62,6 +62,35 @@ class App(click.Group):
             ctx.exit(EXIT_BACKEND)
 
 
+class ProgressBar:
+    """A bar on stderr for long reads (history backfills), made on the first report.
+
+    Reports are (done, total, unit); a report going backwards starts a new
+    bar (a second pass over the same source).
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None, unit: str) -> None:
+        if self.bar is not None and done < self.done:
+            self.close()
+        if self.bar is None:
+            self.bar = click.progressbar(length=total or 0, label=f"{self.label} ({unit})", file=sys.stderr,
+                                         show_eta=True, show_percent=True)
+            self.bar.__enter__()
+            self.done = 0
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 def config_options(f: Callable) -> Callable:
     """--redis-url/--store-url/--queue-url/--home on every command that connects."""
 

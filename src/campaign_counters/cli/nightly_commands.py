@@ -12,7 +12,7 @@ import click
 from ..config import Config
 from ..errors import ValidationError
 from ..persist.nightly import ENV_HISTORY
-from .app import EXIT_DRIFT, config_options, counters_for, emit, format_option, main, say, store_for
+from .app import EXIT_DRIFT, ProgressBar, config_options, counters_for, emit, format_option, main, say, store_for
 
 history_option = click.option(
     "--history", "history_src", envvar=ENV_HISTORY, show_envvar=True, metavar="SRC",
@@ -42,12 +42,14 @@ def _history(src: str | None) -> Any:
 @click.option("--tenant", required=True, help="Tenant id.")
 @history_option
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Check the campaigns with events on this local day.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]),
+              help="Backfill: the campaigns with events on any local day from --date to this one.")
 @click.option("--campaign", multiple=True, help="Check only this campaign (repeatable).")
 @tz_option
 @click.option("--repair", is_flag=True, help="Replace drifting campaigns' Redis state with the truth, atomically, and re-snapshot.")
 @format_option
 @config_options
-def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, campaign: tuple[str, ...],
+def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until: Any, campaign: tuple[str, ...],
               tz: str | None, repair: bool, fmt: str) -> None:
     """Recompute campaigns from the raw history and compare with the live counters.
 
@@ -57,10 +59,19 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, campa
     """
     from ..persist.reconcile import reconcile as run
 
+    if until and not day:
+        raise ValidationError("until", "needs --date (the first day of the range)")
+    if until and until < day:
+        raise ValidationError("until", "must not be before --date")
     counters = counters_for(cfg)
-    result = run(counters, store_for(cfg), _history(history_src), tenant,
-                 day=day.date() if day else None, campaigns=set(campaign) or None,
-                 tz=_zone(counters, tenant, tz), repair=repair, progress=lambda c: say(f"checking {c} ..."))
+    bar = ProgressBar("reading history")
+    try:
+        result = run(counters, store_for(cfg), _history(history_src), tenant,
+                     day=day.date() if day else None, until=until.date() if until else None,
+                     campaigns=set(campaign) or None, tz=_zone(counters, tenant, tz), repair=repair,
+                     progress=lambda c: (bar.close(), say(f"checking {c} ...")), read_progress=bar)
+    finally:
+        bar.close()
     emit(result.output(), fmt)
     say(f"{result.checked} reports checked, {len(result.drift)} drifting metrics"
         + (f", repaired {', '.join(result.repaired)}" if result.repaired else ""))
@@ -99,11 +110,13 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
     if last < first:
         raise ValidationError("until", "must not be before --date")
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-    docs = ov.overviews(history, tenant, period, days, zone, progress=lambda n: say(f"... {n:,} events read"))
-    store = store_for(cfg)
-    with click.progressbar(docs, label=f"storing {len(docs)} {period} overview(s)", file=sys.stderr) as bar:
-        for doc in bar:
-            store.upsert_overview(doc)
+    bar = ProgressBar(f"{period} overviews of {first} to {last}: reading history")
+    try:
+        docs = ov.overviews(history, tenant, period, days, zone, progress=bar)
+    finally:
+        bar.close()
+    ov.persist(store_for(cfg), docs)
+    say(f"stored {len(docs)} {period} overview(s)")
     emit(docs[0] if len(docs) == 1 else docs, fmt)
 
 

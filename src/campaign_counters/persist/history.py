@@ -33,7 +33,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..connection import redact
@@ -49,6 +49,10 @@ DEFAULT_MAPPING = {
     "timestamp": "timestamp", "id": "_id",
 }
 ENV_MAPPING = "CAMPAIGN_COUNTERS_HISTORY_MAPPING"
+PROGRESS_EVERY = 10_000  # records read between two progress reports
+
+Progress = Callable[[int, int | None, str], None]
+"""Called as progress(done, total, unit) while a source is read; total None when unknown."""
 
 
 class HistorySource(abc.ABC):
@@ -58,8 +62,13 @@ class HistorySource(abc.ABC):
 
     @abc.abstractmethod
     def events(self, tenant: str, campaigns: set[str] | None = None,
-               start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Event]:
-        """Events of a tenant (optionally some campaigns, a [start, end) time range), in stored order."""
+               start_ms: int | None = None, end_ms: int | None = None,
+               progress: Progress | None = None) -> Iterator[Event]:
+        """Events of a tenant (optionally some campaigns, a [start, end) time range), in stored order.
+
+        `progress` hears how far the read got (bytes of a file, documents of
+        a collection), for a progress bar over long backfills.
+        """
 
     def close(self) -> None:
         """Release resources."""
@@ -79,11 +88,17 @@ class JsonlHistory(HistorySource):
             raise ValidationError("history", f"no such file: {path}")
 
     def events(self, tenant: str, campaigns: set[str] | None = None,
-               start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Event]:
+               start_ms: int | None = None, end_ms: int | None = None,
+               progress: Progress | None = None) -> Iterator[Event]:
         self.skipped = 0
-        with self.path.open() as fh:
+        needle = tenant.encode()
+        total, done = self.path.stat().st_size, 0
+        with self.path.open("rb") as fh:
             for number, line in enumerate(fh, start=1):
-                if not line.strip() or tenant not in line:
+                done += len(line)
+                if progress and number % PROGRESS_EVERY == 0:
+                    progress(done, total, "bytes")
+                if needle not in line or not line.strip():
                     continue
                 try:
                     ev = parse_event(json.loads(line))
@@ -93,6 +108,8 @@ class JsonlHistory(HistorySource):
                     continue
                 if _wanted(ev, tenant, campaigns, start_ms, end_ms):
                     yield ev
+        if progress:
+            progress(done, total, "bytes")
 
 
 class MongoHistory(HistorySource):
@@ -173,11 +190,16 @@ class MongoHistory(HistorySource):
         return parse_event({k: v for k, v in raw.items() if v is not None})
 
     def events(self, tenant: str, campaigns: set[str] | None = None,
-               start_ms: int | None = None, end_ms: int | None = None) -> Iterator[Event]:
+               start_ms: int | None = None, end_ms: int | None = None,
+               progress: Progress | None = None) -> Iterator[Event]:
         self.skipped = 0
+        query = self._query(tenant, campaigns, start_ms, end_ms)
         try:
-            cursor = self.collection.find(self._query(tenant, campaigns, start_ms, end_ms)).batch_size(5000)
-            for doc in cursor:
+            total = self.collection.count_documents(query) if progress else None
+            cursor = self.collection.find(query).batch_size(5000)
+            for done, doc in enumerate(cursor, start=1):
+                if progress and done % PROGRESS_EVERY == 0:
+                    progress(done, total, "documents")
                 try:
                     ev = self.to_event(doc)
                 except ValidationError as exc:
@@ -186,6 +208,8 @@ class MongoHistory(HistorySource):
                     continue
                 if _wanted(ev, tenant, campaigns, start_ms, end_ms):
                     yield ev
+            if progress:
+                progress(total or 0, total, "documents")
         except self._errors as exc:
             if isinstance(exc, (ValidationError, BackendError)):
                 raise

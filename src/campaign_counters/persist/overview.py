@@ -8,18 +8,18 @@ live variant reads the per-day HyperLogLogs (about 0.8% error) and says so.
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..recompute import OverviewTruth, window
-from .history import HistorySource
+from .history import HistorySource, Progress
 from .store import ReportStore
 
 
 def overviews(history: HistorySource, tenant: str, period: str, days: Iterable[date], tz: ZoneInfo,
-              progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+              progress: Progress | None = None) -> list[dict[str, Any]]:
     """Exact overviews of the periods holding `days`, from one pass over the history."""
     truths: dict[date, OverviewTruth] = {}
     for day in days:
@@ -28,13 +28,9 @@ def overviews(history: HistorySource, tenant: str, period: str, days: Iterable[d
     if not truths:
         return []
     end_ms = max(t.end_ms for t in truths.values())
-    seen = 0
-    for ev in history.events(tenant, None, None, end_ms):
+    for ev in history.events(tenant, None, None, end_ms, progress=progress):
         for truth in truths.values():
             truth.add(ev)
-        seen += 1
-        if progress and seen % 100_000 == 0:
-            progress(seen)
     computed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return [dict(truths[k].document(), computed_at=computed_at) for k in sorted(truths)]
 

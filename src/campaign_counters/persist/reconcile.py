@@ -22,7 +22,7 @@ from ..counters import maintenance as m
 from ..errors import NotFound
 from ..recompute import CampaignTruth, window
 from ..reports import METRICS, iso_ms
-from .history import HistorySource
+from .history import HistorySource, Progress
 from .snapshot import report_from_doc, snapshot_campaign
 from .store import ReportStore
 
@@ -99,21 +99,29 @@ def reconcile(
     tenant: str,
     *,
     day: date | None = None,
+    until: date | None = None,
     campaigns: set[str] | None = None,
     tz: ZoneInfo | None = None,
     repair: bool = False,
     progress: Callable[[str], None] | None = None,
+    read_progress: Progress | None = None,
     record: bool = True,
 ) -> ReconcileResult:
-    """Check (and optionally repair) a tenant's campaigns against their history."""
+    """Check (and optionally repair) a tenant's campaigns against their history.
+
+    With `day` (to `until`, for a backfill), the campaigns that had events
+    in those local days; else every campaign of the tenant in the history.
+    `progress` hears each campaign checked, `read_progress` how far the
+    history has been read.
+    """
     tz = tz or counters.run(counters.plan_timezone(tenant))
     if campaigns is None:
         start_ms = end_ms = None
         if day is not None:
-            _, start, end = window("daily", day, tz)
-            start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-        campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms)}
-    truths = _truths(counters, history, tenant, campaigns)
+            start_ms = int(window("daily", day, tz)[1].timestamp() * 1000)
+            end_ms = int(window("daily", until or day, tz)[2].timestamp() * 1000)
+        campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms, progress=read_progress)}
+    truths = _truths(counters, history, tenant, campaigns, read_progress)
     result = ReconcileResult(tenant, campaigns=sorted(truths))
     drifted: set[str] = set()
     for campaign, truth in sorted(truths.items()):
@@ -142,13 +150,17 @@ def reconcile(
     if store is not None and record:
         store.insert_reconcile({
             "tenant_id": tenant, "created_at": iso_ms(int(time.time() * 1000)),
-            "date": day.isoformat() if day else None, "timezone": str(tz), "campaigns": result.campaigns,
+            "date": day.isoformat() if day else None, "until": until.isoformat() if until else None,
+            "timezone": str(tz), "campaigns": result.campaigns,
             **result.output(),
         })
     return result
 
 
-def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: set[str]) -> dict[str, CampaignTruth]:
+def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: set[str],
+            read_progress: Progress | None = None) -> dict[str, CampaignTruth]:
+    if not campaigns:
+        return {}
     truths: dict[str, CampaignTruth] = {}
     for campaign in campaigns:
         try:
@@ -156,7 +168,7 @@ def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: 
         except NotFound:
             graph = None  # nothing live (or another tenant's): everything will show as drift
         truths[campaign] = CampaignTruth(tenant, campaign, graph)
-    for ev in history.events(tenant, set(campaigns)):
+    for ev in history.events(tenant, set(campaigns), progress=read_progress):
         truths[ev.campaign].add(ev)
     return truths
 
