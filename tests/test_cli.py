@@ -161,7 +161,7 @@ def test_demo_script_shape():
 
 @pytest.mark.parametrize("command", [[], ["script", "load"], ["record"], ["report"], ["journey"], ["demo"],
                                      ["snapshot"], ["worker"], ["scheduler"], ["reconcile"], ["overview"],
-                                     ["tenant", "set-tz"], ["health"]])
+                                     ["tenant", "set-tz"], ["health"], ["bench"]])
 def test_help(command):
     res = CliRunner().invoke(main, [*command, "--help"])
     assert res.exit_code == 0
@@ -222,3 +222,20 @@ def test_record_then_report_in_separate_processes_on_the_embedded_redis(tmp_path
     finally:
         for pid in embedded_servers(home):  # only servers of this test's home: never leave one behind
             os.kill(pid, signal.SIGTERM)
+
+
+def test_bench_measures_and_leaves_nothing_behind(cli, raw):
+    cli("tenant", "set-tz", "--tenant", "someone", "--tz", "UTC")
+    before = set(raw.scan_iter())
+    res = cli("bench", "--events", "3000", "--calls", "200")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["record_many"]["events"] == 3000
+    assert out["record_many"]["accepted"] + out["record_many"]["duplicates"] == 3000
+    assert out["record_many"]["events_per_s"] > 0
+    for kind in ("record", "async_record"):
+        assert out[kind]["calls"] == 200 and 0 < out[kind]["p50_ms"] <= out[kind]["p99_ms"] <= out[kind]["max_ms"]
+    assert set(raw.scan_iter()) == before  # every key and index entry of its campaigns is gone
+    assert raw.hgetall("cc:v1:registry") == {}
+    kept = json.loads(cli("bench", "--events", "1000", "--calls", "100", "--keep").stdout)
+    assert len(kept["campaigns"]) == 3 and set(raw.hgetall("cc:v1:registry")) == {c.encode() for c in kept["campaigns"]}

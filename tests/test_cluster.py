@@ -55,6 +55,24 @@ def test_snapshot_on_the_cluster(cluster_url):
     assert c.run(m.dirty_campaigns(c)) == []
 
 
+def test_a_dropped_campaign_leaves_no_key_on_any_node(cluster_url, redis_cluster):
+    c = Counters(cluster_url)
+    for x in ("keep-me", "drop-me"):
+        c.load_script(T, x, OFFER_SCRIPT)
+        c.record_many(random_events(OFFER_SCRIPT, 20, seed=2, campaign=x))
+    c.record_many([{"type": "sent", "tenant": "other", "campaign": "drop-me", "job": "j", "user": "u", "ts": 1}])
+    assert c.run(m.rejected_counts(c))["by_campaign"] == {"drop-me": 1}
+    assert c.run(m.drop_campaign(c, "drop-me")) > 0
+    keys = [k for p in redis_cluster.ports for k in redis_cluster.client(p).scan_iter()]
+    assert not [k for k in keys if b"drop-me" in k]
+    assert c.run(m.registry(c)) == {"keep-me": T}
+    assert c.run(m.rejected_counts(c))["by_campaign"] == {}
+    assert [x for x, _, _ in c.run(m.dirty_campaigns(c))] == ["keep-me"]
+    assert key_slot(c.keys.meta("drop-me").encode()) != key_slot(c.keys.meta("keep-me").encode())
+    part = c.keys.tenant_day_users(T, "", "keep-me").encode()  # the tenant-day parts of keep-me's slot remain
+    assert {k[:len(part)] for k in keys if b"tday" in k} == {part}
+
+
 def _migrate(cluster, slot: int, source: int, target: int) -> None:
     src, dst = cluster.client(source), cluster.client(target)
     src_id = src.execute_command("CLUSTER", "MYID").decode()

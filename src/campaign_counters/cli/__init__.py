@@ -1,6 +1,6 @@
 """The click command line; `main` is the console script."""
 
 from .app import main
-from . import nightly_commands, persist_commands  # noqa: F401  (register their commands on main)
+from . import bench, nightly_commands, persist_commands  # noqa: F401  (register their commands on main)
 
 __all__ = ["main"]

@@ -21,7 +21,7 @@ def demo_script() -> dict[str, Any]:
     return json.loads(resources.files("campaign_counters").joinpath("data/demo_script.json").read_text())
 
 
-def demo_events(users: int, seed: int) -> Iterator[dict[str, Any]]:
+def demo_events(users: int, seed: int, tenant: str = TENANT, campaign: str = CAMPAIGN) -> Iterator[dict[str, Any]]:
     """Targeted, sent, then a walk along the script's edges with drop-off."""
     script = demo_script()
     rng = random.Random(seed)
@@ -33,7 +33,7 @@ def demo_events(users: int, seed: int) -> Iterator[dict[str, Any]]:
         user = f"user-{u:05d}"
         jobs = JOBS if rng.random() < 0.1 else (rng.choice(JOBS),)
         for job in jobs:
-            base = {"tenant": TENANT, "campaign": CAMPAIGN, "job": job, "user": user}
+            base = {"tenant": tenant, "campaign": campaign, "job": job, "user": user}
             ts = T0 + rng.randint(0, 6 * 3600) + (86400 if job == "run-2" else 0)
             seq = [{**base, "type": "targeted", "ts": ts}]
             if rng.random() < 0.92:

@@ -160,6 +160,33 @@ def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str
                                     Cmd(campaign, ("HDEL", shadow.keys.registry(campaign), campaign))])
 
 
+def drop_campaign(p: Protocol, campaign: str) -> Plan:
+    """Delete every key of a campaign and its index entries (the `bench` command's cleanup).
+
+    The campaign's keys share its hash tag, so one node holds them all and a
+    SCAN of that node finds them, id marks and day HyperLogLogs included.
+    """
+    meta = yield from campaign_meta(p, campaign)
+    keys, cursor = [], b"0"
+    while True:
+        (reply,) = yield from call(p.router, [Cmd(campaign, ("SCAN", cursor, "MATCH", p.keys.campaign(campaign) + "*",
+                                                             "COUNT", 1000))])
+        cursor, found = reply
+        keys += found
+        if cursor in (b"0", 0, "0"):
+            break
+    day_prefix = (p.keys.campaign(campaign) + "d:").encode()
+    days = {k[len(day_prefix):].split(b":")[0].decode() for k in keys if k.startswith(day_prefix)}
+    if meta.tenant is not None:
+        keys += [p.keys.tenant_day_users(meta.tenant, day, campaign) for day in sorted(days)]
+    cmds = [Cmd(campaign, ("DEL", *keys[i:i + 500])) for i in range(0, len(keys), 500)]
+    cmds += [Cmd(campaign, ("HDEL", p.keys.registry(campaign), campaign)),
+             Cmd(campaign, ("ZREM", p.keys.dirty(campaign), campaign)),
+             Cmd(campaign, ("HDEL", p.keys.rejected(campaign), campaign))]
+    yield from call(p.router, cmds)
+    return len(keys)
+
+
 def registry(p: Protocol) -> Plan:
     """campaign -> tenant for every campaign, from the (slot-split) registry."""
     keys = p.keys.all_index_keys("registry")

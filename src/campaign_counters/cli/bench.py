@@ -1,0 +1,95 @@
+"""`campaign-counters bench`: how fast this Redis records, measured with a throwaway campaign.
+
+For an operator checking a deployment (the embedded server, a production
+Redis, a cluster): the numbers in BENCHMARKS.md come from bench/ on the
+build machine, this measures where it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+import click
+
+from ..config import Config
+from ..connection import redact
+from ..counters import AsyncCounters
+from ..counters import maintenance as m
+from . import demo as d
+from .app import config_options, counters_for, emit, format_option, main, say
+
+TENANT = "cc-bench"
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    qs = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"calls": len(samples), "p50_ms": round(qs[49], 3), "p95_ms": round(qs[94], 3),
+            "p99_ms": round(qs[98], 3), "max_ms": round(max(samples), 3)}
+
+
+async def _async_latency(url: str, campaign: str, events: list[dict[str, Any]]) -> list[float]:
+    c = AsyncCounters(url)
+    samples = []
+    try:
+        for ev in events:
+            started = time.perf_counter()
+            await c.record(dict(ev, campaign=campaign))
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        await c.close()
+    return samples
+
+
+@main.command()
+@click.option("--events", default=100_000, show_default=True, type=click.IntRange(1000),
+              help="Events for the record_many throughput run.")
+@click.option("--calls", default=2000, show_default=True, type=click.IntRange(100),
+              help="Single record calls timed, sync and asyncio each.")
+@click.option("--keep", is_flag=True, help="Keep the benchmark campaigns (tenant cc-bench) instead of deleting them.")
+@format_option
+@config_options
+def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
+    """Measure record_many throughput and single-call latency on this Redis.
+
+    Uses the demo's script and generated users under tenant cc-bench, in
+    campaigns of their own that are deleted afterwards (--keep to look at
+    them). Prints events/s and latency percentiles in milliseconds.
+    """
+    counters = counters_for(cfg)
+    run = uuid.uuid4().hex[:8]
+    bulk, single, single_async = f"cc-bench-{run}", f"cc-bench-{run}-s", f"cc-bench-{run}-a"
+    for campaign in (bulk, single, single_async):
+        counters.load_script(TENANT, campaign, d.demo_script())
+    stream = []
+    for ev in d.demo_events(events, seed=7, tenant=TENANT, campaign=bulk):
+        stream.append(ev)
+        if len(stream) >= events:
+            break
+    try:
+        say(f"bench: record_many of {len(stream):,} events on {redact(cfg.redis)} ...")
+        started = time.perf_counter()
+        result = counters.record_many(stream)
+        seconds = time.perf_counter() - started
+        say(f"bench: {calls:,} single record calls, sync then asyncio ...")
+        sync_samples = []
+        for ev in stream[:calls]:
+            t = time.perf_counter()
+            counters.record(dict(ev, campaign=single))
+            sync_samples.append((time.perf_counter() - t) * 1000)
+        async_samples = asyncio.run(_async_latency(cfg.redis, single_async, stream[:calls]))
+    finally:
+        if not keep:
+            for campaign in (bulk, single, single_async):
+                counters.run(m.drop_campaign(counters, campaign))
+    emit({
+        "redis": redact(cfg.redis),
+        "record_many": {"events": len(stream), "accepted": result.accepted, "duplicates": result.duplicates,
+                        "seconds": round(seconds, 3), "events_per_s": round(len(stream) / seconds)},
+        "record": _percentiles(sync_samples),
+        "async_record": _percentiles(async_samples),
+        "campaigns": [bulk, single, single_async] if keep else [],
+    }, fmt)
