@@ -58,8 +58,10 @@ def bench_cmd(server: Server, args: list, n: int, clients: int, keyspace: int = 
     out = subprocess.run(cmd, capture_output=True, check=True).stdout
     stats = r.info("commandstats")
     failed = sum(v.get("failed_calls", 0) + v.get("rejected_calls", 0) for v in stats.values())
-    if failed:
-        raise RuntimeError(f"{failed} of the benchmarked calls failed: the ceiling would be meaningless")
+    name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+    ran = stats.get(f"cmdstat_{name.lower()}", {}).get("calls", 0)
+    if failed or ran < n:
+        raise RuntimeError(f"{failed} of the benchmarked calls failed, {ran} of {n} ran: the ceiling would be meaningless")
     # "test","rps","avg_latency_ms","min_latency_ms","p50...","p95...","p99...","max..." where the
     # test's name is the command itself, binary blob (newlines too) and all: read the numbers from the end.
     header, _, rest = out.partition(b"\n")
