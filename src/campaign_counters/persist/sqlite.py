@@ -1,8 +1,10 @@
 """SQLite report store: the embedded default, one file, no server.
 
 Documents are stored as JSON next to their natural-key columns; journey
-steps get their own table keyed by journal entry id so merging is an
-INSERT OR IGNORE.
+steps get their own table (plain columns: there are millions) keyed by
+journal entry id, so merging is an INSERT OR IGNORE. WAL with the default
+synchronous=FULL: a commit is on disk before the journal it came from is
+trimmed in Redis.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ CREATE TABLE IF NOT EXISTS user_journeys (
     doc TEXT NOT NULL, PRIMARY KEY (tenant_id, campaign_id, job_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journey_steps (
     tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL, user_id TEXT NOT NULL,
-    sid TEXT NOT NULL, step TEXT NOT NULL,
+    sid TEXT NOT NULL, node TEXT, choice TEXT, ts REAL NOT NULL,
     PRIMARY KEY (tenant_id, campaign_id, job_id, user_id, sid)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS overview_reports (
     tenant_id TEXT NOT NULL, report_type TEXT NOT NULL, report_date TEXT NOT NULL, doc TEXT NOT NULL,
@@ -37,8 +39,7 @@ CREATE INDEX IF NOT EXISTS reconcile_by_tenant ON reconcile_reports (tenant_id, 
 """
 
 
-def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), sort_keys=False)
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
 
 
 class SQLiteStore(ReportStore):
@@ -106,9 +107,10 @@ class SQLiteStore(ReportStore):
                     ),
                 )
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO journey_steps VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO journey_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        (d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"], s["sid"], _dumps(s))
+                        (d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"], s["sid"], s["node"],
+                         s["choice"], s["ts"])
                         for d in docs
                         for s in d.get("journey_path", ())
                     ),
@@ -123,8 +125,9 @@ class SQLiteStore(ReportStore):
         if not rows:
             return None
         doc = json.loads(rows[0][0])
-        steps = self._read(f"SELECT step FROM journey_steps WHERE {where}", key)
-        doc["journey_path"] = sort_steps(json.loads(s[0]) for s in steps)
+        steps = self._read(f"SELECT sid, node, choice, ts FROM journey_steps WHERE {where}", key)
+        doc["journey_path"] = sort_steps({"node": node, "choice": choice, "ts": ts, "sid": sid}
+                                         for sid, node, choice, ts in steps)
         for f in JOURNEY_FIELDS:
             doc.setdefault(f, None)
         return doc
