@@ -109,7 +109,8 @@ def _id(field: str, value: Any) -> str:
 
 
 def _text(field: str, value: Any) -> str:
-    if type(value) is str and _TEXT_OK(value):
+    """check_text with fast paths: printable strings (no control character) of a sane length."""
+    if type(value) is str and ((value.isprintable() and 0 < len(value) <= MAX_TEXT) or _TEXT_OK(value)):
         return value
     return check_text(field, value)
 

@@ -28,7 +28,6 @@ class _User:
     exit: str | None = None
     interactions: int = 0
     reached: set[str] = field(default_factory=set)
-    targets: set[str] = field(default_factory=set)
 
     def merge(self, other: "_User") -> None:
         self.first = _min(self.first, other.first)
@@ -37,7 +36,6 @@ class _User:
             self.fin, self.exit = other.fin, other.exit
         self.interactions += other.interactions
         self.reached |= other.reached
-        self.targets |= other.targets
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -59,6 +57,7 @@ class CampaignTruth:
         self.job_status: dict[str, tuple[int, int, str]] = {}
         self._ids: set[str] = set()
         self._arrival = 0
+        self._at: dict[tuple[str, str | None, str | None], str | None] = {}  # where choices were made
 
     def add(self, ev: Event) -> bool:
         """Apply one event; False when its id was seen before."""
@@ -73,19 +72,28 @@ class CampaignTruth:
             if ev.job:
                 self.job_status[ev.job] = max(self.job_status.get(ev.job, mark), mark)
             return True
-        job = ev.job or ""
-        u = self.users.setdefault(job, {}).setdefault(ev.user or "", _User())
-        u.first = _min(u.first, ev.ts_ms)
+        job, ts = ev.job or "", ev.ts_ms
+        users = self.users.get(job)
+        if users is None:
+            users = self.users[job] = {}
+        u = users.get(ev.user or "")
+        if u is None:
+            u = users[ev.user or ""] = _User()
+        if u.first is None or ts < u.first:
+            u.first = ts
         if ev.type == "sent":
-            u.sent = _min(u.sent, ev.ts_ms)
+            if u.sent is None or ts < u.sent:
+                u.sent = ts
             if self.graph and self.graph.start:
                 u.reached.add(self.graph.start)
         elif ev.type == "interaction":
             target = ev.target or ""
             u.interactions += 1
-            u.targets.add(target)
             u.reached.add(target)
-            at = self.graph.choice_node(target, ev.choice, ev.node) if self.graph else ev.node
+            key = (target, ev.choice, ev.node)
+            at = self._at.get(key, "")
+            if at == "":
+                at = self._at[key] = self.graph.choice_node(target, ev.choice, ev.node) if self.graph else ev.node
             if at:
                 u.reached.add(at)
                 if ev.choice is not None:
@@ -126,7 +134,9 @@ class CampaignTruth:
     def aggregate(self, job: str | None = None) -> Aggregate:
         users, choices = self._scope(job)
         agg = Aggregate()
-        succ = self.graph.successors if self.graph else {}
+        succ = {n: frozenset(s) for n, s in (self.graph.successors if self.graph else {}).items()}
+        nothing: frozenset[str] = frozenset()
+        reached, continued = agg.reached, agg.continued
         for u in users.values():
             agg.target += 1
             agg.sent += u.sent is not None
@@ -136,9 +146,9 @@ class CampaignTruth:
                 agg.completed += 1
                 agg.completion_ms += u.fin - (u.sent if u.sent is not None else u.first or 0)
             for n in u.reached:
-                agg.reached[n] = agg.reached.get(n, 0) + 1
-                if any(s in u.reached for s in succ.get(n, ())):
-                    agg.continued[n] = agg.continued.get(n, 0) + 1
+                reached[n] = reached.get(n, 0) + 1
+                if not u.reached.isdisjoint(succ.get(n, nothing)):
+                    continued[n] = continued.get(n, 0) + 1
         for (node, choice), n in choices.items():
             agg.choices.setdefault(node, {})[choice] = n
         mark = self.job_status.get(job) if job else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..config import ENV_HOME, ENV_QUEUE, ENV_REDIS, ENV_STORE, Config
 from ..connection import redact
 from ..counters import Counters
 from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
+from ..jsonlines import decode_error, loads_line
 from .output import FORMATS, render
 
 EXIT_DRIFT, EXIT_INPUT, EXIT_REJECTED, EXIT_NOT_FOUND, EXIT_BACKEND = 1, 2, 3, 4, 5
@@ -195,11 +195,11 @@ def _lines(stream: BinaryIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
         if not raw.strip():
             continue
         try:
-            batch.append((number, json.loads(raw.decode("utf-8"))))
+            batch.append((number, loads_line(raw)))
         except UnicodeDecodeError as exc:
             batch.append((number, BadLine(f"not valid UTF-8 (byte {exc.start + 1})")))
         except ValueError as exc:
-            batch.append((number, BadLine(f"not valid JSON ({getattr(exc, 'msg', exc)})")))
+            batch.append((number, BadLine(f"not valid JSON ({decode_error(exc)})")))
         if len(batch) >= chunk:
             yield batch
             batch = []

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..connection import redact
 from ..errors import BackendError, ValidationError
 from ..events import Event, parse_event
+from ..jsonlines import loads_line
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,11 @@ class JsonlHistory(HistorySource):
                 done += len(line)
                 if progress and number % PROGRESS_EVERY == 0:
                     progress(done, total, "bytes")
-                if needle not in line or not line.strip():
+                if needle not in line:  # also skips blank lines
                     continue
                 try:
-                    ev = parse_event(json.loads(line))
-                except (ValueError, ValidationError) as exc:
+                    ev = parse_event(loads_line(line))
+                except (ValueError, ValidationError) as exc:  # UnicodeDecodeError is a ValueError
                     self.skipped += 1
                     log.warning("%s line %d skipped: %s", self.path, number, exc)
                     continue
