@@ -64,16 +64,13 @@ class Held:
         self.sent: dict[Address, int] = {}
         self.errors: dict[Address, Exception] = {}
 
-    def _conn(self, addr: Address, pool: Any, conn: Any) -> None:
-        self.conns[addr] = (pool, conn)
-
     def send(self, addr: Address, cmds: list[tuple], pool: Any) -> None:
         self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
         if addr in self.errors:
             return
         try:
             if addr not in self.conns:
-                self._conn(addr, pool, pool.get_connection())
+                self.conns[addr] = (pool, pool.get_connection())
             self.conns[addr][1].send_packed_command([pack(cmds)], check_health=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
@@ -84,7 +81,7 @@ class Held:
             return
         try:
             if addr not in self.conns:
-                self._conn(addr, pool, await pool.get_connection())
+                self.conns[addr] = (pool, await pool.get_connection())
             await self.conns[addr][1].send_packed_command([pack(cmds)], check_health=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
