@@ -129,7 +129,8 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
 @config_options
 def health(cfg: Config, fmt: str) -> None:
     """Check Redis, the report store and the queue; show pending snapshots and
-    events rejected by Redis (a campaign named under another tenant).
+    rejected events: by campaign those Redis refused (a campaign named under
+    another tenant, a closed one), by field those that failed validation.
 
     Exit status 0 when everything answers, 5 otherwise.
     """
