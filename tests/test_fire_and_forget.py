@@ -114,3 +114,57 @@ async def test_a_cancelled_call_leaves_no_dirty_connection(redis_url):
     assert report["sent_users_count"] == 30
     assert (await c.record(ev("sent", "fresh", 2))) == "applied"
     await c.close()
+
+
+async def test_fired_events_share_script_calls(redis_url, raw):
+    from oracle import expected_report, metrics_of
+    from scenarios import OFFER_SCRIPT, random_events
+
+    c = AsyncCounters(redis_url, settings=Settings(timeout=5.0))
+    await c.load_script(T, C, OFFER_SCRIPT)
+    events = random_events(OFFER_SCRIPT, 60, seed=5)
+    raw.config_resetstat()
+    for e in events:
+        c.fire(e)  # as request handlers would: no await in between
+    await c.drain()
+    assert raw.info("commandstats")["cmdstat_evalsha"]["calls"] <= 3  # one call (plus a NOSCRIPT retry, if any)
+    assert metrics_of(await c.report(T, C)) == expected_report(events, OFFER_SCRIPT)
+    assert c.stats["applied"] + c.stats["duplicates"] == len(events) and c.stats["failed"] == 0
+    await c.close()
+
+
+async def test_events_fired_apart_go_alone(redis_url, raw):
+    import asyncio
+
+    c = AsyncCounters(redis_url, settings=Settings(timeout=5.0, fire_window=0.001))
+    await c.record(ev("sent", "warm-up", 1))
+    raw.config_resetstat()
+    for i in range(10):
+        c.fire(ev("sent", f"u{i}", 1))
+        await asyncio.sleep(0.02)  # longer than the window: each is sent on its own
+    await c.drain()
+    assert raw.info("commandstats")["cmdstat_evalsha"]["calls"] == 10
+    assert (await c.report(T, C))["sent_users_count"] == 11
+    await c.close()
+
+
+async def test_fire_drops_and_counts_beyond_max_in_flight(redis_url):
+    c = AsyncCounters(redis_url, settings=Settings(timeout=5.0, fire_window=1.0))
+    c.max_in_flight = 10
+    for i in range(25):
+        c.fire(ev("sent", f"u{i}", 1))
+    assert c.stats["failed"] == 15
+    await c.drain()
+    assert (await c.report(T, C))["sent_users_count"] == 10
+    await c.close()
+
+
+async def test_a_burst_of_concurrent_calls_waits_for_connections(redis_url):
+    import asyncio
+
+    c = AsyncCounters(redis_url, settings=Settings(timeout=30.0))
+    c.max_connections = 8  # far fewer than the calls in flight
+    outcomes = await asyncio.gather(*(c.record_safe(ev("sent", f"u{i}", 1, id=f"b{i}")) for i in range(300)))
+    assert set(outcomes) == {"applied"}
+    assert (await c.report(T, C))["sent_users_count"] == 300
+    await c.close()

@@ -155,15 +155,19 @@ class _Base(Protocol):
         if client is not None:
             self._clients[None] = client
 
+    def _pool_class(self) -> tuple[Any, dict[str, Any]]:
+        return self._module.ConnectionPool, {}
+
     def _client(self, addr: Address) -> Any:
         c = self._clients.get(addr)
         if c is None:
-            opts = dict(decode_responses=False, socket_timeout=self._socket_timeout, **_NO_RETRY)
+            pool_class, pool_opts = self._pool_class()
+            opts = dict(decode_responses=False, socket_timeout=self._socket_timeout, **_NO_RETRY, **pool_opts)
             if addr is None:
-                c = self._module.Redis.from_url(self.target.url, **opts)
+                pool = pool_class.from_url(self.target.url, **opts)
             else:
-                c = self._module.Redis(host=addr[0], port=addr[1], **{**self.target.options, **opts})
-            self._clients[addr] = c
+                pool = pool_class(host=addr[0], port=addr[1], **{**self.target.options, **opts})
+            c = self._clients[addr] = self._module.Redis(connection_pool=pool)
         return c
 
     def _refresh_sources(self) -> list[Address]:
@@ -278,6 +282,7 @@ class Counters(_Base):
             self._twin = None
         for c in self._clients.values():
             c.close()
+            c.connection_pool.disconnect()
         self._clients.clear()
 
 
@@ -286,10 +291,21 @@ class AsyncCounters(_Base):
 
     _module = aredis
 
+    max_connections = 100  # per Redis node; concurrent calls beyond it wait for a free connection
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._background: set[asyncio.Task] = set()
-        self.max_in_flight = 10000
+        self.max_in_flight = 10000  # fired events queued or being sent; more are dropped (and counted)
+        self._fired: list[Event | Mapping[str, Any]] = []
+        self._fired_sending = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._sender: asyncio.Task | None = None
+
+    def _pool_class(self) -> tuple[Any, dict[str, Any]]:
+        """A blocking pool: redis.asyncio's default pool fails at its 100th concurrent
+        connection, and a burst of concurrent calls must wait, not fail."""
+        return self._module.BlockingConnectionPool, {"max_connections": self.max_connections, "timeout": None}
 
     async def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
         own = Held()
@@ -351,16 +367,55 @@ class AsyncCounters(_Base):
             return FAILED
 
     def fire(self, event: Event | Mapping[str, Any]) -> None:
-        """Fire and forget: schedule record_safe; drop (and count) beyond max_in_flight."""
-        if len(self._background) >= self.max_in_flight:
+        """Fire and forget: returns at once, never raises; failures are counted in `stats`.
+
+        Fired events are sent by one background sender, in `record_many`
+        batches: what is fired within `settings.fire_window` (2 ms), or while
+        the previous batch is on its way, goes in one script call per
+        campaign, so under load a call's fixed cost is shared by many events.
+        Beyond `max_in_flight` events waiting or being sent, events are
+        dropped and counted as failed (the nightly reconcile repairs them).
+        """
+        if len(self._fired) + self._fired_sending >= self.max_in_flight:
             self.stats["failed"] += 1
             return
-        task = asyncio.get_running_loop().create_task(self.record_safe(event))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._fired.append(event)
+        if self._sender is not None:
+            return  # the running sender takes it with its next batch
+        if len(self._fired) >= self.settings.script_batch or self.settings.fire_window <= 0:
+            self._start_sender()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(self.settings.fire_window, self._start_sender)
+
+    def _start_sender(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._sender is None and self._fired:
+            self._sender = asyncio.get_running_loop().create_task(self._send_fired())
+            self._background.add(self._sender)
+            self._sender.add_done_callback(self._background.discard)
+
+    async def _send_fired(self) -> None:
+        """Send fired events until none are left; each batch is a record_many whose network
+        waits are bounded by the client's socket timeout (nobody awaits it)."""
+        try:
+            while self._fired:
+                batch, self._fired = self._fired[:self.settings.chunk], self._fired[self.settings.chunk:]
+                self._fired_sending = len(batch)
+                try:
+                    await self._run(self.plan_record_many(batch))
+                except (RedisError, CampaignCountersError, OSError) as exc:
+                    self.stats["failed"] += len(batch)
+                    log.warning("fire: %d event(s) failed: %s", len(batch), type(exc).__name__)
+                finally:
+                    self._fired_sending = 0
+        finally:
+            self._sender = None
 
     async def drain(self) -> None:
-        """Wait for fired events (e.g. on shutdown)."""
+        """Send what was fired and wait for it (e.g. on shutdown)."""
+        self._start_sender()
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
@@ -380,4 +435,5 @@ class AsyncCounters(_Base):
         await self.drain()
         for c in self._clients.values():
             await c.aclose()
+            await c.connection_pool.disconnect()
         self._clients.clear()
