@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is a dependency
     loads = json.JSONDecoder().decode
 
-__all__ = ["loads"]
+__all__ = ["decode_error", "loads", "loads_line"]
 
 
 def decode_error(exc: ValueError) -> str:
@@ -29,5 +29,3 @@ def decode_error(exc: ValueError) -> str:
 def loads_line(line: bytes) -> Any:
     """One line of bytes; ValueError (UnicodeDecodeError included) when it is not JSON text."""
     return loads(line.decode("utf-8"))
-
-

@@ -72,13 +72,13 @@ class CampaignTruth:
             if ev.job:
                 self.job_status[ev.job] = max(self.job_status.get(ev.job, mark), mark)
             return True
-        job, ts = ev.job or "", ev.ts_ms
+        job, user, ts = ev.job or "", ev.user or "", ev.ts_ms
         users = self.users.get(job)
         if users is None:
             users = self.users[job] = {}
-        u = users.get(ev.user or "")
+        u = users.get(user)
         if u is None:
-            u = users[ev.user or ""] = _User()
+            u = users[user] = _User()
         if u.first is None or ts < u.first:
             u.first = ts
         if ev.type == "sent":

@@ -52,7 +52,7 @@ class Settings:
     day_ttl: int = 40 * 86400  # how long per-day HyperLogLogs live
     journal: bool = True  # keep interactions in a stream for journeys and snapshots
     timeout: float = 0.05  # budget of a fire-and-forget call, seconds
-    fire_window: float = 0.002  # AsyncCounters.fire gathers events this long into one call (0: one call each)
+    fire_window: float = 0.002  # AsyncCounters.fire waits this long to gather events into one call (0: send at once)
     chunk: int = 5000  # events per pipeline in record_many
     script_batch: int = 500  # events of one campaign per script call (bounds how long Redis is busy)
     tz_ttl: float = 300.0  # how long a tenant's timezone is cached

@@ -17,7 +17,7 @@ from .transport import as_dict
 
 FLAG_TARGETED, FLAG_SENT, FLAG_INTERACTED, FLAG_COMPLETED = 1, 2, 4, 8
 
-JOURNAL_PAGE = 5000  # journal steps read (and persisted) per round trip
+JOURNAL_PAGE = 5000  # journal steps a live journey reads per round trip
 JOURNAL_WIDTH = 7  # values per event in a journal entry (see record.lua)
 
 
