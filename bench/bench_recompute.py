@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import SCRIPT, TENANT, events, table  # noqa: E402
 
-from campaign_counters.persist.history import JsonlHistory  # noqa: E402
-from campaign_counters.recompute import CampaignTruth  # noqa: E402
+from campaign_counters.nightly.history import JsonlHistory  # noqa: E402
+from campaign_counters.nightly.recompute import CampaignTruth  # noqa: E402
 from campaign_counters.script import parse_script  # noqa: E402
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import CAMPAIGN, SCRIPT, TENANT, Server, table  # noqa: E402
 
 from campaign_counters import Counters  # noqa: E402
-from campaign_counters.persist import open_store  # noqa: E402
+from campaign_counters.stores import open_store  # noqa: E402
 from campaign_counters.persist.snapshot import snapshot_campaign  # noqa: E402
 
 

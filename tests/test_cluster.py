@@ -10,7 +10,7 @@ from redis.crc import key_slot
 from campaign_counters import Counters
 from campaign_counters.counters import maintenance as m
 from campaign_counters.counters.keys import KeySchema
-from campaign_counters.persist.mongo import MongoStore
+from campaign_counters.stores.mongo import MongoStore
 from campaign_counters.persist.snapshot import snapshot_campaign
 from campaign_counters.persist.views import stored_report
 from oracle import expected_report, metrics_of

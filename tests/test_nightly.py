@@ -11,7 +11,8 @@ import redis
 from rq import Queue, SimpleWorker
 
 from campaign_counters import Counters
-from campaign_counters.persist import nightly, open_store
+from campaign_counters.nightly import schedule as nightly
+from campaign_counters.stores import open_store
 from cli_helpers import jsonl
 from oracle import expected_report, metrics_of
 from scenarios import OFFER_SCRIPT, random_events
@@ -53,7 +54,7 @@ def test_scheduler_ticks_under_a_fake_clock(redis_url):
     enqueued = []
     for minutes in range(0, 3 * 24 * 60, 10):  # three days, a tick every 10 minutes
         now = start + timedelta(minutes=minutes)
-        for tenant, day in nightly.tick(c, queue, now):
+        for tenant, day in nightly.tick_nightly(c, queue, now):
             local = now.astimezone(ZoneInfo(ZONES[tenant]))
             enqueued.append((tenant, day))
             assert local.date() - timedelta(days=1) == day  # the day that just ended, locally
@@ -63,7 +64,7 @@ def test_scheduler_ticks_under_a_fake_clock(redis_url):
         assert days == sorted(set(days))  # once per night
         assert len(days) in (3, 4)
     assert len(queue) == len(enqueued)
-    assert nightly.tick(c, queue, start + timedelta(days=3)) == []  # a re-run enqueues nothing
+    assert nightly.tick_nightly(c, queue, start + timedelta(days=3)) == []  # a re-run enqueues nothing
 
 
 def test_scheduler_catches_up_missed_nights(redis_url):
@@ -71,11 +72,11 @@ def test_scheduler_catches_up_missed_nights(redis_url):
     setup_tenants(c)
     queue = Queue("cc-nightly-test", connection=redis.Redis.from_url(redis_url))
     first = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
-    nightly.tick(c, queue, first)
-    got = nightly.tick(c, queue, first + timedelta(days=4))  # the scheduler was down for 4 days
+    nightly.tick_nightly(c, queue, first)
+    got = nightly.tick_nightly(c, queue, first + timedelta(days=4))  # the scheduler was down for 4 days
     for tenant in ZONES:
         assert [d for t, d in got if t == tenant] == [date(2026, 11, 2) + timedelta(days=i) for i in range(4)]
-    long_gap = nightly.tick(c, queue, first + timedelta(days=40))  # catch-up is bounded
+    long_gap = nightly.tick_nightly(c, queue, first + timedelta(days=40))  # catch-up is bounded
     assert len([d for t, d in long_gap if t == "t-ber"]) == nightly.CATCH_UP_DAYS
 
 
@@ -143,10 +144,10 @@ def test_nightly_job_runs_in_a_worker(redis_url, tmp_path, monkeypatch):
     monkeypatch.setenv("CAMPAIGN_COUNTERS_STORE_URL", f"sqlite:///{tmp_path}/n.db")
     monkeypatch.setenv("CAMPAIGN_COUNTERS_HISTORY", history)
     monkeypatch.setenv("CAMPAIGN_COUNTERS_REPAIR", "1")
-    jobs._context.cache_clear()
+    jobs.job_context.cache_clear()
     conn = redis.Redis.from_url(redis_url)
     queue = Queue("cc-nightly-test", connection=conn)
-    got = nightly.tick(c, queue, datetime(2026, 10, 25, 23, 5, tzinfo=UTC))  # 00:05 Berlin on Monday the 26th
+    got = nightly.tick_nightly(c, queue, datetime(2026, 10, 25, 23, 5, tzinfo=UTC))  # 00:05 Berlin on Monday the 26th
     assert ("t-ber", date(2026, 10, 25)) in got
     SimpleWorker([queue], connection=conn).work(burst=True)
     store = open_store(f"sqlite:///{tmp_path}/n.db")
@@ -155,11 +156,11 @@ def test_nightly_job_runs_in_a_worker(redis_url, tmp_path, monkeypatch):
     assert store.reconcile_reports("t-ber")[0]["repaired"] == ["t-ber-c"]
     mine = [e for e in events if e["tenant"] == "t-ber"]
     assert metrics_of(c.report("t-ber", "t-ber-c")) == expected_report(mine, OFFER_SCRIPT)
-    jobs._context.cache_clear()
+    jobs.job_context.cache_clear()
 
 
 def test_history_reports_how_far_it_read(tmp_path):
-    from campaign_counters.persist.history import JsonlHistory
+    from campaign_counters.nightly.history import JsonlHistory
 
     events = scenario_events()
     path = jsonl(tmp_path, events * 40)  # enough lines for several reports

@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from campaign_counters import Counters
-from campaign_counters.persist import open_store
-from campaign_counters.persist.history import JsonlHistory
-from campaign_counters.persist.overview import overviews, persist, today_so_far
-from campaign_counters.recompute import window
+from campaign_counters.stores import open_store
+from campaign_counters.nightly.history import JsonlHistory
+from campaign_counters.nightly.overview import overviews, today_so_far
+from campaign_counters.nightly.overview import store_overviews as persist
+from campaign_counters.nightly.recompute import window
 from cli_helpers import jsonl
 
 BERLIN = ZoneInfo("Europe/Berlin")

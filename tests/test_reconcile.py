@@ -10,9 +10,9 @@ import mongomock
 import pytest
 
 from campaign_counters import Counters
-from campaign_counters.persist import open_store
-from campaign_counters.persist.history import JsonlHistory, MongoHistory
-from campaign_counters.persist.reconcile import compare, reconcile
+from campaign_counters.stores import open_store
+from campaign_counters.nightly.history import JsonlHistory, MongoHistory
+from campaign_counters.nightly.reconcile import compare, reconcile
 from campaign_counters.persist.snapshot import snapshot_campaign
 from campaign_counters.persist.views import stored_report
 from oracle import expected_report, metrics_of
@@ -78,9 +78,9 @@ def test_reconcile_finds_drift_repairs_it_and_comes_back_clean(counters, store, 
     assert again.drift == [] and again.repaired == []
     from campaign_counters.counters import maintenance as m
 
-    days = sorted({counters._day(T, int(e["ts"] * 1000)) for e in history})
+    days = sorted({counters.local_day(T, int(e["ts"] * 1000)) for e in history})
     assert sum(counters.run(m.tenant_day_users(counters, T, d)) for d in days) == pytest.approx(
-        len({(counters._day(T, int(e["ts"] * 1000)), e["user"]) for e in history}), rel=0.05)
+        len({(counters.local_day(T, int(e["ts"] * 1000)), e["user"]) for e in history}), rel=0.05)
     assert not [k for k in counters.run(m.registry(counters.shadow()))]  # no shadow left behind
     assert [r["drift"] == [] for r in store.reconcile_reports(T)] == [True, True, False]
 

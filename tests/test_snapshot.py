@@ -11,11 +11,12 @@ from rq import Queue, SimpleWorker
 
 from campaign_counters import BackendError, Counters, TenantMismatch
 from campaign_counters.counters import maintenance as m
-from campaign_counters.persist import open_store
-from campaign_counters.persist.jobs import enqueue_snapshot, snapshot_job_id, tick
-from campaign_counters.persist.mongo import MongoStore
+from campaign_counters.stores import open_store
+from campaign_counters.persist.jobs import enqueue_snapshot, snapshot_job_id
+from campaign_counters.persist.jobs import tick_snapshots as tick
+from campaign_counters.stores.mongo import MongoStore
 from campaign_counters.persist.snapshot import report_from_doc, snapshot_campaign
-from campaign_counters.persist.store import ReportStore
+from campaign_counters.stores import ReportStore
 from campaign_counters.persist.views import live_journey, stored_journey, stored_report
 from scenarios import C, OFFER_SCRIPT, T, ev, random_events
 
@@ -167,7 +168,7 @@ def test_worker_retries_when_the_store_is_down(counters, redis_url, tmp_path, mo
     monkeypatch.setenv("CAMPAIGN_COUNTERS_REDIS_URL", redis_url)
     monkeypatch.setenv("CAMPAIGN_COUNTERS_STORE_URL", "mongodb://127.0.0.1:1/db?serverSelectionTimeoutMS=100")
     monkeypatch.setattr(jobs, "RETRY_INTERVALS", [1, 1, 1])
-    jobs._context.cache_clear()
+    jobs.job_context.cache_clear()
     conn = redis.Redis.from_url(redis_url)
     queue = Queue("cc-test", connection=conn)
     journal_before = conn.xlen(f"cc:v1:{{{C}}}:jr:job-1")
@@ -180,13 +181,13 @@ def test_worker_retries_when_the_store_is_down(counters, redis_url, tmp_path, mo
     assert conn.xlen(f"cc:v1:{{{C}}}:jr:job-1") == journal_before  # Redis untouched
     assert counters.run(m.pending_changes(counters, C)) > 0
     monkeypatch.setenv("CAMPAIGN_COUNTERS_STORE_URL", f"sqlite:///{store_path}")
-    jobs._context.cache_clear()
+    jobs.job_context.cache_clear()
     time.sleep(1.2)
     SimpleWorker([queue], connection=conn).work(burst=True, with_scheduler=True)
     assert counters.run(m.pending_changes(counters, C)) == 0
     assert stored_report(open_store(f"sqlite:///{store_path}"), T, C, None) == counters.report(T, C)
     assert conn.xlen(f"cc:v1:{{{C}}}:jr:job-1") == 0
-    jobs._context.cache_clear()
+    jobs.job_context.cache_clear()
 
 
 def test_completed_campaign_gets_a_retention_ttl_after_its_final_snapshot(counters, store, raw):

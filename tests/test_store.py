@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from campaign_counters import BackendError, ValidationError
-from campaign_counters.persist import open_store
-from campaign_counters.persist.mongo import MongoStore
+from campaign_counters.stores import open_store
+from campaign_counters.stores.mongo import MongoStore
 
 MONGO_URL = os.environ.get("CAMPAIGN_COUNTERS_TEST_MONGO_URL")
 

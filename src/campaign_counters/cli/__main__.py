@@ -1,4 +1,3 @@
-from .app import main
-from . import nightly_commands, persist_commands  # noqa: F401  (register their commands on main)
+from . import main
 
 main(prog_name="campaign-counters")

@@ -5,33 +5,21 @@ from __future__ import annotations
 import sys
 from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
 from ..config import Config
 from ..errors import ValidationError
-from ..persist.nightly import ENV_HISTORY
-from .app import EXIT_DRIFT, ProgressBar, config_options, counters_for, emit, format_option, main, say, store_for
-
-history_option = click.option(
-    "--history", "history_src", envvar=ENV_HISTORY, show_envvar=True, metavar="SRC",
-    help="Raw events: a JSON Lines file, or mongodb://host/db (NotificationHistory; "
-         "?collection=NAME to change it; field mapping in CAMPAIGN_COUNTERS_HISTORY_MAPPING).")
-tz_option = click.option("--tz", help="IANA timezone, e.g. Asia/Ho_Chi_Minh [default: the tenant's setting, else UTC].")
-
-
-def _zone(counters: Any, tenant: str, name: str | None) -> ZoneInfo:
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValidationError("tz", f"unknown timezone {name!r}") from None
-    return counters.run(counters.plan_timezone(tenant))
+from ..nightly.schedule import ENV_HISTORY
+from .app import EXIT_DRIFT, main
+from .options import (
+    ProgressBar, config_options, counters_for, emit, format_option, history_option, say, store_for, tz_option,
+    zone_for,
+)
 
 
 def _history(src: str | None) -> Any:
-    from ..persist.history import open_history
+    from ..nightly.history import open_history
 
     if not src:
         raise ValidationError("history", f"give --history SRC (or set {ENV_HISTORY})")
@@ -57,7 +45,7 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
     "actual"}], "repaired"} and stores it as a ReconcileReports document.
     Exit status 0 when there is no drift (after repairing, with --repair), 1 otherwise.
     """
-    from ..persist.reconcile import reconcile as run
+    from ..nightly.reconcile import reconcile as run
 
     if until and not day:
         raise ValidationError("until", "needs --date (the first day of the range)")
@@ -68,7 +56,7 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
     try:
         result = run(counters, store_for(cfg), _history(history_src), tenant,
                      day=day.date() if day else None, until=until.date() if until else None,
-                     campaigns=set(campaign) or None, tz=_zone(counters, tenant, tz), repair=repair,
+                     campaigns=set(campaign) or None, tz=zone_for(counters, tenant, tz), repair=repair,
                      progress=lambda c: (bar.close(), say(f"checking {c} ...")), read_progress=bar)
     finally:
         bar.close()
@@ -97,10 +85,10 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
     history and are upserted into the report store; --live gives today's
     numbers so far, approximately, without storing them.
     """
-    from ..persist import overview as ov
+    from ..nightly import overview as ov
 
     counters = counters_for(cfg)
-    zone = _zone(counters, tenant, tz)
+    zone = zone_for(counters, tenant, tz)
     if live:
         emit(ov.today_so_far(counters, tenant, zone), fmt)
         return
@@ -115,7 +103,7 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
         docs = ov.overviews(history, tenant, period, days, zone, progress=bar)
     finally:
         bar.close()
-    ov.persist(store_for(cfg), docs)
+    ov.store_overviews(store_for(cfg), docs)
     say(f"stored {len(docs)} {period} overview(s)")
     emit(docs[0] if len(docs) == 1 else docs, fmt)
 

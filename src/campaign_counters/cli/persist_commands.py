@@ -9,16 +9,9 @@ import click
 
 from ..config import Config
 from ..counters import maintenance as m
-from .app import EXIT_BACKEND, config_options, counters_for, emit, format_option, main, say, store_for
-
-
-def queue_for(cfg: Config) -> Any:
-    """The RQ queue, its connection closed with the command (the embedded server stops with its last client)."""
-    from ..persist.jobs import make_queue
-
-    queue = make_queue(cfg.queue)
-    click.get_current_context().call_on_close(queue.connection.close)
-    return queue
+from ..errors import NotFound
+from .app import main
+from .options import config_options, counters_for, emit, format_option, queue_for, say, store_for
 
 
 def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tuple[str, str]]:
@@ -26,8 +19,6 @@ def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tu
     if campaign:
         meta = counters.run(m.campaign_meta(counters, campaign))
         if meta.tenant is None or (tenant and meta.tenant != tenant):
-            from ..errors import NotFound
-
             raise NotFound(f"campaign {campaign!r}" + (f" of tenant {tenant!r}" if tenant else "") + " has no data")
         return [(meta.tenant, campaign)]
     return [(t, c) for c, t, pending in counters.run(m.dirty_campaigns(counters))
@@ -108,35 +99,17 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
     $CAMPAIGN_COUNTERS_HISTORY (repairing with CAMPAIGN_COUNTERS_REPAIR=1) and
     writes the daily overview, the weekly one on Mondays, the monthly one on the 1st.
     """
-    from ..persist import nightly
-    from ..persist.jobs import tick
+    from ..nightly.schedule import tick_nightly
+    from ..persist.jobs import tick_snapshots
 
     counters = counters_for(cfg)
     queue = queue_for(cfg)
     while True:
-        enqueued = tick(counters, queue)
-        nights = nightly.tick(counters, queue)
+        enqueued = tick_snapshots(counters, queue)
+        nights = tick_nightly(counters, queue)
         if enqueued or nights or once:
             say(f"tick: {len(enqueued)} snapshot(s) enqueued, {len(nights)} nightly job(s)"
                 + "".join(f" [{t} {d}]" for t, d in nights))
         if once:
             return
         time.sleep(interval)
-
-
-@main.command()
-@format_option
-@config_options
-def health(cfg: Config, fmt: str) -> None:
-    """Check Redis, the report store and the queue; show pending snapshots and
-    rejected events: by campaign those Redis refused (a campaign named under
-    another tenant, a closed one), by field those that failed validation.
-
-    Exit status 0 when everything answers, 5 otherwise.
-    """
-    from ..persist.health import health as check
-
-    report = check(counters_for(cfg), store_for(cfg, must_exist=False), queue_for(cfg))
-    emit(report, fmt)
-    if not report["ok"]:
-        raise SystemExit(EXIT_BACKEND)

@@ -1,6 +1,6 @@
 """The Redis-first counter store: key schema, Lua scripts, sync and asyncio clients."""
 
 from .client import AsyncCounters, Counters
-from .protocol import RecordResult, Settings
+from .core import RecordResult, Settings
 
 __all__ = ["AsyncCounters", "Counters", "RecordResult", "Settings"]

@@ -26,7 +26,7 @@ from ..connection import RedisTarget, parse_redis_url
 from ..errors import BackendError, CampaignCountersError
 from ..events import Event
 from ..script import FlowGraph, ScriptCache
-from .protocol import FAILED, Protocol, RecordResult, Settings
+from .core import FAILED, CountersCore, RecordResult, Settings
 from .transport import Address, Plan, Receive, RefreshTopology, Send, call
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _target(url: str | None, client: Any) -> RedisTarget:
     return parse_redis_url(url) if url is not None else RedisTarget(url="<client>")
 
 
-class _Base(Protocol):
+class _Base(CountersCore):
     _module: Any
 
     def __init__(self, url: str | None = None, *, client: Any = None, settings: Settings | None = None,

@@ -140,3 +140,7 @@ class KeySchema:
     def tenants(self) -> str:
         """Hash tenant -> IANA timezone."""
         return f"{self.prefix}tenants"
+
+    def nightly_done(self) -> str:
+        """Hash tenant -> the last local day (ISO) whose nightly job was enqueued."""
+        return f"{self.prefix}nightly"

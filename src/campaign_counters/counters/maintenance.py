@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .keys import CAMPAIGN_SCOPE
-from .protocol import Protocol
+from .core import CountersCore
 from .records import parse_names
 from .transport import Cmd, LuaScript, Plan, as_dict, call
 
@@ -28,7 +28,7 @@ class CampaignMeta:
     expiring: bool = False  # its keys were given a retention TTL
 
 
-def campaign_meta(p: Protocol, campaign: str) -> Plan:
+def campaign_meta(p: CountersCore, campaign: str) -> Plan:
     raw, names = yield from call(p.router, [
         Cmd(campaign, ("HGETALL", p.keys.meta(campaign))),
         Cmd(campaign, ("HGETALL", p.keys.names(campaign))),
@@ -44,7 +44,7 @@ def campaign_meta(p: Protocol, campaign: str) -> Plan:
     return meta
 
 
-def user_records(p: Protocol, campaign: str, users: list[str]) -> Plan:
+def user_records(p: CountersCore, campaign: str, users: list[str]) -> Plan:
     """Packed records of many users (None for unknown ones), one round trip."""
     if not users:
         return []
@@ -57,7 +57,7 @@ def _next_sid(sid: str) -> str:
     return f"{ms}-{int(seq or 0) + 1}"
 
 
-def trim_journal(p: Protocol, campaign: str, job: str, last_sid: str) -> Plan:
+def trim_journal(p: CountersCore, campaign: str, job: str, last_sid: str) -> Plan:
     """Drop journal entries up to and including `last_sid` (they are persisted)."""
     (removed,) = yield from call(
         p.router, [Cmd(campaign, ("XTRIM", p.keys.journal(campaign, job), "MINID", _next_sid(last_sid)))]
@@ -65,12 +65,12 @@ def trim_journal(p: Protocol, campaign: str, job: str, last_sid: str) -> Plan:
     return removed
 
 
-def pending_changes(p: Protocol, campaign: str) -> Plan:
+def pending_changes(p: CountersCore, campaign: str) -> Plan:
     (score,) = yield from call(p.router, [Cmd(campaign, ("ZSCORE", p.keys.dirty(campaign), campaign))])
     return int(float(score)) if score is not None else 0
 
 
-def settle(p: Protocol, campaign: str, seen: int) -> Plan:
+def settle(p: CountersCore, campaign: str, seen: int) -> Plan:
     """Subtract the changes a snapshot covered; drop marks that reach zero.
 
     Changes recorded while the snapshot ran keep the mark positive, so they
@@ -83,7 +83,7 @@ def settle(p: Protocol, campaign: str, seen: int) -> Plan:
     ])
 
 
-def dirty_campaigns(p: Protocol) -> Plan:
+def dirty_campaigns(p: CountersCore) -> Plan:
     """[(campaign, tenant, pending changes)] over every slot of the index."""
     keys = p.keys.all_index_keys("dirty")
     cmds = [Cmd(_route(k) if p.router.cluster else None, ("ZRANGE", k, 0, -1, "WITHSCORES")) for k in keys]
@@ -111,21 +111,21 @@ def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
     return list(zip(reply[::2], reply[1::2]))
 
 
-def expire_campaign(p: Protocol, campaign: str, jobs: list[str], ttl: int) -> Plan:
+def expire_campaign(p: CountersCore, campaign: str, jobs: list[str], ttl: int) -> Plan:
     """Give every key of a finished campaign a retention TTL."""
     keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
     yield from call(p.router, [Cmd(campaign, ("HSET", p.keys.meta(campaign), "expiring", ttl)),
                                *(Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys)])
 
 
-def keep_campaign(p: Protocol, campaign: str, jobs: list[str]) -> Plan:
+def keep_campaign(p: CountersCore, campaign: str, jobs: list[str]) -> Plan:
     """Take the retention TTL off a campaign that runs again (a status after its COMPLETED)."""
     keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
     yield from call(p.router, [*(Cmd(campaign, ("PERSIST", key)) for key in keys),
                                Cmd(campaign, ("HDEL", p.keys.meta(campaign), "expiring"))])
 
 
-def swap_in(p: Protocol, shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
+def swap_in(p: CountersCore, shadow: CountersCore, campaign: str, jobs: list[str], days: list[str]) -> Plan:
     """Atomically replace a campaign's state with its shadow copy (one Lua call, one slot).
 
     Readers see the old state or the new one, never a mix. The live status
@@ -143,7 +143,7 @@ def swap_in(p: Protocol, shadow: Protocol, campaign: str, jobs: list[str], days:
     return reply
 
 
-def merge_tenant_days(p: Protocol, shadow: Protocol, tenant: str, campaign: str, days: list[str]) -> Plan:
+def merge_tenant_days(p: CountersCore, shadow: CountersCore, tenant: str, campaign: str, days: list[str]) -> Plan:
     """Add the users a repair found to the tenant's day HyperLogLogs (a union: they only grow)."""
     cmds = []
     for day in days:
@@ -153,14 +153,14 @@ def merge_tenant_days(p: Protocol, shadow: Protocol, tenant: str, campaign: str,
         yield from call(p.router, cmds)
 
 
-def drop_shadow(shadow: Protocol, campaign: str, jobs: list[str], days: list[str]) -> Plan:
+def drop_shadow(shadow: CountersCore, campaign: str, jobs: list[str], days: list[str]) -> Plan:
     """Remove a shadow copy whole, its registry entry too (else the record script would see it closed)."""
     keys = shadow.keys.state_keys(campaign, jobs, days)
     yield from call(shadow.router, [Cmd(campaign, ("DEL", *keys)),
                                     Cmd(campaign, ("HDEL", shadow.keys.registry(campaign), campaign))])
 
 
-def drop_campaign(p: Protocol, campaign: str) -> Plan:
+def drop_campaign(p: CountersCore, campaign: str) -> Plan:
     """Delete every key of a campaign and its index entries (the `bench` command's cleanup).
 
     The campaign's keys share its hash tag, so one node holds them all and a
@@ -187,20 +187,20 @@ def drop_campaign(p: Protocol, campaign: str) -> Plan:
     return len(keys)
 
 
-def registry(p: Protocol) -> Plan:
+def registry(p: CountersCore) -> Plan:
     """campaign -> tenant for every campaign, from the (slot-split) registry."""
     keys = p.keys.all_index_keys("registry")
     replies = yield from call(p.router, [Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys])
     return {c.decode(): t.decode() for reply in replies for c, t in as_dict(reply).items()}
 
 
-def tenant_campaigns(p: Protocol, tenant: str) -> Plan:
+def tenant_campaigns(p: CountersCore, tenant: str) -> Plan:
     """Campaigns bound to a tenant."""
     owners = yield from registry(p)
     return sorted(c for c, t in owners.items() if t == tenant)
 
 
-def all_tenants(p: Protocol) -> Plan:
+def all_tenants(p: CountersCore) -> Plan:
     """Tenants with a campaign or a timezone setting: tenant -> timezone name (None: UTC)."""
     owners = yield from registry(p)
     (zones,) = yield from call(p.router, [Cmd(None, ("HGETALL", p.keys.tenants()))])
@@ -210,7 +210,18 @@ def all_tenants(p: Protocol) -> Plan:
     return tenants
 
 
-def day_counts(p: Protocol, campaigns: list[str], day: str) -> Plan:
+def nightly_done(p: CountersCore) -> Plan:
+    """tenant -> the last local day (ISO string) whose nightly job was enqueued."""
+    (raw,) = yield from call(p.router, [Cmd(None, ("HGETALL", p.keys.nightly_done()))])
+    return {t.decode(): d.decode() for t, d in as_dict(raw).items()}
+
+
+def mark_nightly_done(p: CountersCore, tenant: str, day_iso: str) -> Plan:
+    """Note that the nightly job of a tenant's local day was enqueued."""
+    yield from call(p.router, [Cmd(None, ("HSET", p.keys.nightly_done(), tenant, day_iso))])
+
+
+def day_counts(p: CountersCore, campaigns: list[str], day: str) -> Plan:
     """[(campaign, ~users, ~sent, ~interacted, interactions)] of one local day, from the HLLs."""
     k = p.keys
     cmds = []
@@ -221,7 +232,7 @@ def day_counts(p: Protocol, campaigns: list[str], day: str) -> Plan:
     return [(c, *replies[4 * i:4 * i + 3], int(replies[4 * i + 3] or 0)) for i, c in enumerate(campaigns)]
 
 
-def tenant_day_users(p: Protocol, tenant: str, day: str) -> Plan:
+def tenant_day_users(p: CountersCore, tenant: str, day: str) -> Plan:
     """Approximate distinct users of a tenant in one local day, across its campaigns.
 
     On Redis Cluster the parts live in several slots: they are copied (DUMP /
@@ -242,7 +253,7 @@ def tenant_day_users(p: Protocol, tenant: str, day: str) -> Plan:
     return int(replies[-2])
 
 
-def rejected_counts(p: Protocol) -> Plan:
+def rejected_counts(p: CountersCore) -> Plan:
     """Rejected events: {"by_campaign": rejected by the record script (another tenant's,
     closed, too many nodes), "by_field": failed validation in record_many/record_safe}."""
     keys = p.keys.all_index_keys("rejected")

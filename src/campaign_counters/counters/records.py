@@ -1,36 +1,90 @@
-"""Reading what the record script stores: user records, journal entries, counters hashes.
+"""The Python side of record.lua: its arguments in, and what it stores and returns out.
 
-The layouts are defined by record.lua; this is their Python side, shared by
-live reads, snapshots and repairs.
+The layouts (the msgpack argument, return codes, user records, journal
+entries, counters hashes) are defined by record.lua; changing the script
+means checking this one file. Shared by live reads, snapshots and repairs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import msgpack
 
+from ..events import Event
 from ..reports import Aggregate
 from ..script import SEP
-from .transport import as_dict
+from .keys import KeySchema
+from .transport import Cmd, LuaScript, as_dict
+
+RECORD = LuaScript.load("record.lua")
 
 FLAG_TARGETED, FLAG_SENT, FLAG_INTERACTED, FLAG_COMPLETED = 1, 2, 4, 8
 
 JOURNAL_PAGE = 5000  # journal steps a live journey reads per round trip
 JOURNAL_WIDTH = 7  # values per event in a journal entry (see record.lua)
 
+TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
 
-def sid_order(sid: str) -> tuple[int, int, int]:
-    """Sort key of a step id `<stream entry id>.<position in the entry>` (or of an entry id)."""
-    entry, _, pos = sid.partition(".")
-    ms, _, seq = entry.partition("-")
-    return int(ms), int(seq or 0), int(pos or 0)
+# Codes record.lua returns per event.
+APPLIED_CODE, DUPLICATE_CODE = 1, 0
+FOREIGN_CODE, TOO_MANY_NODES_CODE, CLOSED_CODE = -1, -2, -3
+REJECTION_REASONS = {
+    FOREIGN_CODE: ("campaign", "belongs to another tenant"),
+    TOO_MANY_NODES_CODE: ("target", "campaign has too many distinct nodes (limit 4096)"),
+    CLOSED_CODE: ("campaign", "is closed: it completed and its live data expired after the retention period "
+                              "(its reports are in the store); load its script again to reopen it"),
+}
 
 
-def sort_steps(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Journey order: by event time, then by arrival (journal position)."""
-    return sorted(steps, key=lambda s: (s["ts_ms"], sid_order(s["sid"])))
+def rejection_of(code: int) -> tuple[str, str]:
+    """(field, reason) of a negative code of record.lua."""
+    return REJECTION_REASONS.get(code, ("event", f"rejected by Redis ({code})"))
+
+
+def record_call(keys: KeySchema, campaign: str, events: list[Event], local_day: Callable[[str, int], str],
+                id_ttl: int, journal: bool, expiring: dict[str, str], known_expiring: set[str]) -> Cmd:
+    """One record.lua call for events of one campaign (see the script for the layout).
+
+    `local_day(tenant, ts_ms)` names an event's local day; day HyperLogLog
+    keys not in `known_expiring` are added to `expiring` (key -> campaign)
+    for the caller to EXPIRE. Runs for every event of a bulk load, so key
+    names are built once per job and day, not per event.
+    """
+    k = keys
+    names = [k.meta(campaign), k.users(campaign), k.counters(campaign), k.dirty(campaign),
+             k.registry(campaign), k.names(campaign), k.rejected(campaign)]
+    jobs: dict[str, int] = {}
+    days: dict[tuple[str, str], int] = {}
+    id_prefix = k.idempotency(campaign, "")
+    values: list[Any] = []
+    for ev in events:
+        tenant, job, etype = ev.tenant, ev.job, ev.type
+        today = local_day(tenant, ev.ts_ms)
+        job_ref = day_ref = id_ref = 0
+        if job:
+            job_ref = jobs.get(job, 0)
+            if not job_ref:
+                names += [k.counters(campaign, job), k.journal(campaign, job)]
+                job_ref = jobs[job] = len(names) - 1
+        else:
+            job_ref = 3  # a status of the whole campaign
+        if etype != "status":
+            day_ref = days.get((today, tenant), 0)
+            if not day_ref:
+                hlls = [k.day_users(campaign, today, "a"), k.day_users(campaign, today, "s"),
+                        k.day_users(campaign, today, "i"), k.tenant_day_users(tenant, today, campaign)]
+                expiring.update((key, campaign) for key in hlls if key not in known_expiring)
+                names += hlls
+                day_ref = days[(today, tenant)] = len(names) - 3
+        if ev.id is not None:
+            names.append(id_prefix + ev.id)  # a repeated id gets its own slot: SET NX tells
+            id_ref = len(names)
+        values += (TYPE_CODES[etype], tenant, job or "", ev.user or "", ev.ts_ms, ev.target or "",
+                   ev.choice or "", ev.node or "", ev.title or "", ev.status or "", today, job_ref, day_ref, id_ref)
+    argv = (campaign, id_ttl, 1 if journal else 0, msgpack.packb(values))
+    return Cmd(campaign, ("EVALSHA", RECORD.sha, len(names), *names, *argv), RECORD)
 
 
 def journey_step(entry: Mapping[str, Any], with_id: bool = False) -> dict[str, Any]:

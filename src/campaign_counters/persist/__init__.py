@@ -1,5 +1,2 @@
-"""Persistence: report stores, snapshot jobs and their scheduling."""
-
-from .store import ReportStore, open_store
-
-__all__ = ["ReportStore", "open_store"]
+"""Persistence: snapshots of live counters into the report store, reads that combine
+Redis with the store, and the RQ entry points that run snapshots in the background."""

@@ -1,4 +1,4 @@
-"""RQ job functions and their scheduling.
+"""RQ entry points of the snapshot jobs, and the tick that enqueues them.
 
 Jobs take only ids as arguments: URLs (which may hold passwords) come from
 the worker's environment, so they are never stored in the queue or logged
@@ -14,8 +14,8 @@ from typing import Any
 from ..config import QUEUE_NAME, Config
 from ..counters import Counters
 from ..counters import maintenance as m
+from ..stores import ReportStore, open_store
 from .snapshot import snapshot_campaign
-from .store import ReportStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,15 @@ RETRY_INTERVALS = [5, 30, 120]
 
 
 @lru_cache(maxsize=1)
-def _context() -> tuple[Counters, ReportStore, int]:
+def job_context() -> tuple[Counters, ReportStore, int]:
+    """The worker's Redis client, report store and retention, from its environment (made once)."""
     cfg = Config.from_env()
     return Counters(cfg.redis), open_store(cfg.store), cfg.retention_seconds
 
 
 def snapshot_job(tenant: str, campaign: str) -> dict[str, Any]:
     """RQ entry point: persist one campaign (raises so that RQ retries)."""
-    counters, store, retention = _context()
+    counters, store, retention = job_context()
     result = snapshot_campaign(counters, store, campaign, retention=retention)
     if result.tenant != tenant:
         log.warning("snapshot of %s: tenant is %s, job said %s", campaign, result.tenant, tenant)
@@ -59,7 +60,7 @@ def enqueue_snapshot(queue: Any, tenant: str, campaign: str) -> bool:
     return True
 
 
-def tick(counters: Counters, queue: Any) -> list[str]:
+def tick_snapshots(counters: Counters, queue: Any) -> list[str]:
     """Enqueue a snapshot for every campaign with unpersisted changes."""
     enqueued = []
     for campaign, tenant, pending in counters.run(m.dirty_campaigns(counters)):

@@ -25,7 +25,7 @@ from ..counters import maintenance as m
 from ..counters.records import UserState, find_record, journey_step
 from ..errors import NotFound
 from ..reports import iso_ms
-from .store import ReportStore
+from ..stores import ReportStore
 
 log = logging.getLogger(__name__)
 

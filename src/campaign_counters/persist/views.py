@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..counters import Counters
-from ..counters.records import sid_order
 from ..errors import NotFound
+from ..stores import ReportStore
+from ..stores.base import merge_steps
 from .snapshot import journey_from_doc, report_from_doc
-from .store import ReportStore
 
 
 def stored_report(store: ReportStore, tenant: str, campaign: str, job: str | None) -> dict[str, Any]:
@@ -39,8 +39,6 @@ def live_journey(counters: Counters, store: ReportStore | None, tenant: str, cam
         if doc is None:
             raise
         return journey_from_doc(doc)
-    steps = {s["sid"]: s for s in (doc or {}).get("journey_path", [])}
-    steps.update((s["sid"], s) for s in live["journey_path"])
-    ordered = sorted(steps.values(), key=lambda s: (s["ts"], sid_order(s["sid"])))
+    ordered = merge_steps((doc or {}).get("journey_path", []), live["journey_path"])
     live["journey_path"] = [{k: s[k] for k in ("node", "choice", "ts")} for s in ordered]
     return live

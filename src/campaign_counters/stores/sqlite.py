@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import BackendError, ValidationError
-from .store import JOURNEY_FIELDS, ReportStore, sort_steps
+from .base import JOURNEY_FIELDS, ReportStore, merge_steps
 
 SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -126,7 +126,7 @@ class SQLiteStore(ReportStore):
             return None
         doc = json.loads(rows[0][0])
         steps = self._read(f"SELECT sid, node, choice, ts FROM journey_steps WHERE {where}", key)
-        doc["journey_path"] = sort_steps({"node": node, "choice": choice, "ts": ts, "sid": sid}
+        doc["journey_path"] = merge_steps({"node": node, "choice": choice, "ts": ts, "sid": sid}
                                          for sid, node, choice, ts in steps)
         for f in JOURNEY_FIELDS:
             doc.setdefault(f, None)

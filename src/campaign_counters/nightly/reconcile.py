@@ -20,11 +20,11 @@ from zoneinfo import ZoneInfo
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..errors import NotFound
-from ..recompute import CampaignTruth, window
+from ..persist.snapshot import report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
+from ..stores import ReportStore
 from .history import HistorySource, Progress
-from .snapshot import report_from_doc, snapshot_campaign
-from .store import ReportStore
+from .recompute import CampaignTruth, window
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
     events = list(history.events(tenant, {campaign}))
     jobs = sorted({ev.job for ev in events if ev.job})
     jobs = sorted(set(jobs) | set(live.jobs))
-    days = sorted({counters._day(tenant, ev.ts_ms) for ev in events}) if events else []
+    days = sorted({counters.local_day(tenant, ev.ts_ms) for ev in events}) if events else []
     shadow = counters.shadow()
     counters.run(m.drop_shadow(shadow, campaign, jobs, days))
     try:

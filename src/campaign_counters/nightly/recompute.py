@@ -13,9 +13,9 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .events import Event
-from .reports import Aggregate, build_report
-from .script import FlowGraph
+from ..events import Event
+from ..reports import Aggregate, build_report
+from ..script import FlowGraph
 
 
 @dataclass

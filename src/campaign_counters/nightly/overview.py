@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
-from ..recompute import OverviewTruth, window
+from ..stores import ReportStore
 from .history import HistorySource, Progress
-from .store import ReportStore
+from .recompute import OverviewTruth, window
 
 
 def overviews(history: HistorySource, tenant: str, period: str, days: Iterable[date], tz: ZoneInfo,
@@ -35,7 +35,8 @@ def overviews(history: HistorySource, tenant: str, period: str, days: Iterable[d
     return [dict(truths[k].document(), computed_at=computed_at) for k in sorted(truths)]
 
 
-def persist(store: ReportStore, docs: Iterable[dict[str, Any]]) -> None:
+def store_overviews(store: ReportStore, docs: Iterable[dict[str, Any]]) -> None:
+    """Upsert overview documents (keyed by tenant, type and date: storing one again changes nothing)."""
     for doc in docs:
         store.upsert_overview(doc)
 

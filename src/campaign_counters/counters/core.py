@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any, Iterable, Iterator, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgpack
 
@@ -23,25 +23,17 @@ from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
 from ..events import Event, check_id, parse_event
 from ..reports import build_report
 from ..script import FlowGraph, ScriptCache, parse_script
+from ..timezones import parse_zone, zone_or_utc
 from .keys import KeySchema
 from .records import (
-    UserState, find_record, journal_page, journey_step, parse_counters, parse_names, sid_order,
-    sort_steps, sum_counters,
+    APPLIED_CODE, DUPLICATE_CODE, FOREIGN_CODE, UserState, find_record, journal_page, journey_step,
+    parse_counters, parse_names, record_call, rejection_of, sum_counters,
 )
 from .transport import Cmd, LuaScript, Plan, Router, Streamed, as_dict, call, execute, receive_streamed, send_streamed
 
-RECORD = LuaScript.load("record.lua")
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
 
-TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
 APPLIED, DUPLICATE, REJECTED, FAILED = "applied", "duplicate", "rejected", "failed"
-TENANT_REASON = "belongs to another tenant"
-_LUA_REJECTIONS = {
-    -1: ("campaign", TENANT_REASON),
-    -2: ("target", "campaign has too many distinct nodes (limit 4096)"),
-    -3: ("campaign", "is closed: it completed and its live data expired after the retention period "
-                     "(its reports are in the store); load its script again to reopen it"),
-}
 
 
 @dataclass(frozen=True)
@@ -60,9 +52,12 @@ class Settings:
 
 @dataclass
 class Rejection:
+    """Why event `index` was not applied; `code` is record.lua's (None: failed validation)."""
+
     index: int
     field: str
     reason: str
+    code: int | None = None
 
 
 @dataclass
@@ -93,7 +88,7 @@ class RecordResult:
         return out
 
 
-class Protocol:
+class CountersCore:
     """Shared state and plans of the sync and asyncio clients."""
 
     def __init__(self, cluster: bool, settings: Settings | None = None, script_cache: ScriptCache | None = None) -> None:
@@ -108,8 +103,11 @@ class Protocol:
 
     # -- recording -----------------------------------------------------------
 
-    def _day(self, tenant: str, ts_ms: int) -> str:
-        """The tenant-local date of `ts_ms` as YYYYMMDD (cached per tenant and day)."""
+    def local_day(self, tenant: str, ts_ms: int) -> str:
+        """The tenant-local date of `ts_ms` as YYYYMMDD (cached per tenant and day).
+
+        The tenant's timezone must have been loaded (`plan_timezone`).
+        """
         start, end, day = self._days.get(tenant, (0, -1, ""))
         if start <= ts_ms < end:
             return day
@@ -121,47 +119,6 @@ class Protocol:
         self._days[tenant] = (start, end, day)
         return day
 
-    def _record_cmd(self, campaign: str, events: list[Event], expiring: dict[str, str]) -> Cmd:
-        """One record.lua call for events of one campaign (see the script for the layout).
-
-        Runs for every event of a bulk load, so key names are built once per
-        job and day, not per event.
-        """
-        k, s = self.keys, self.settings
-        keys = [k.meta(campaign), k.users(campaign), k.counters(campaign), k.dirty(campaign),
-                k.registry(campaign), k.names(campaign), k.rejected(campaign)]
-        jobs: dict[str, int] = {}
-        days: dict[tuple[str, str], int] = {}
-        id_prefix = k.idempotency(campaign, "")
-        values: list[Any] = []
-        day = self._day
-        for ev in events:
-            tenant, job, etype = ev.tenant, ev.job, ev.type
-            today = day(tenant, ev.ts_ms)
-            job_ref = day_ref = id_ref = 0
-            if job:
-                job_ref = jobs.get(job, 0)
-                if not job_ref:
-                    keys += [k.counters(campaign, job), k.journal(campaign, job)]
-                    job_ref = jobs[job] = len(keys) - 1
-            else:
-                job_ref = 3  # a status of the whole campaign
-            if etype != "status":
-                day_ref = days.get((today, tenant), 0)
-                if not day_ref:
-                    hlls = [k.day_users(campaign, today, "a"), k.day_users(campaign, today, "s"),
-                            k.day_users(campaign, today, "i"), k.tenant_day_users(tenant, today, campaign)]
-                    expiring.update((key, campaign) for key in hlls if key not in self._expiring)
-                    keys += hlls
-                    day_ref = days[(today, tenant)] = len(keys) - 3
-            if ev.id is not None:
-                keys.append(id_prefix + ev.id)  # a repeated id gets its own slot: SET NX tells
-                id_ref = len(keys)
-            values += (TYPE_CODES[etype], tenant, job or "", ev.user or "", ev.ts_ms, ev.target or "",
-                       ev.choice or "", ev.node or "", ev.title or "", ev.status or "", today, job_ref, day_ref, id_ref)
-        argv = (campaign, s.id_ttl, 1 if s.journal else 0, msgpack.packb(values))
-        return Cmd(campaign, ("EVALSHA", RECORD.sha, len(keys), *keys, *argv), RECORD)
-
     def _load_timezones(self, tenants: Iterable[str]) -> Plan:
         now = time.monotonic()
         missing = sorted({t for t in tenants if t not in self._tz or now - self._tz[t][0] > self.settings.tz_ttl})
@@ -169,11 +126,7 @@ class Protocol:
             return
         (names,) = yield from call(self.router, [Cmd(None, ("HMGET", self.keys.tenants(), *missing))])
         for tenant, name in zip(missing, names):
-            try:
-                zone = ZoneInfo(name.decode()) if name else ZoneInfo("UTC")
-            except (ZoneInfoNotFoundError, ValueError):
-                zone = ZoneInfo("UTC")
-            self._tz[tenant] = (now, zone)
+            self._tz[tenant] = (now, zone_or_utc(name))
             self._days.pop(tenant, None)
 
     def plan_record_many(self, items: Iterable[Event | Mapping[str, Any]]) -> Plan:
@@ -244,7 +197,9 @@ class Protocol:
                 for start in range(0, len(items), self.settings.script_batch):
                     part = items[start:start + self.settings.script_batch]
                     flight.members.append([i for i, _ in part])
-                    yield self._record_cmd(campaign, [ev for _, ev in part], flight.expiring)
+                    yield record_call(self.keys, campaign, [ev for _, ev in part], self.local_day,
+                                      self.settings.id_ttl, self.settings.journal, flight.expiring,
+                                      self._expiring)
             yield from (Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in list(flight.expiring.items()))
 
         flight.streamed = yield from send_streamed(self.router, commands())
@@ -269,17 +224,17 @@ class Protocol:
             result.failed += 1
             result.outcomes[i] = FAILED
             result.errors.append((i, f"{type(code).__name__}: {code}"))
-        elif code == 1:
+        elif code == APPLIED_CODE:
             result.accepted += 1
             result.outcomes[i] = APPLIED
-        elif code == 0:
+        elif code == DUPLICATE_CODE:
             result.duplicates += 1
             result.outcomes[i] = DUPLICATE
         else:
-            fld, reason = _LUA_REJECTIONS.get(code, ("event", f"rejected by Redis ({code})"))
+            fld, reason = rejection_of(code)
             result.rejected += 1
             result.outcomes[i] = REJECTED
-            result.rejections.append(Rejection(i, fld, reason))
+            result.rejections.append(Rejection(i, fld, reason, code))
 
     def _count(self, result: RecordResult) -> None:
         self.stats["applied"] += result.accepted
@@ -295,7 +250,7 @@ class Protocol:
             raise BackendError(result.errors[0][1])
         if result.rejections:
             rej = result.rejections[0]
-            if rej.reason == TENANT_REASON:
+            if rej.code == FOREIGN_CODE:
                 raise TenantMismatch(ev.campaign)
             raise ValidationError(rej.field, rej.reason)
         return result.outcomes[0]
@@ -347,15 +302,12 @@ class Protocol:
 
     def set_timezone_cmd(self, tenant: str, tz: str) -> Cmd:
         check_id("tenant", tenant)
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValidationError("tz", f"unknown timezone {tz!r}") from None
+        parse_zone(tz)
         self._tz.pop(tenant, None)
         self._days.pop(tenant, None)
         return Cmd(None, ("HSET", self.keys.tenants(), tenant, tz))
 
-    def shadow(self) -> "Protocol":
+    def shadow(self) -> "CountersCore":
         """A twin writing to the campaign's shadow keys (same slots, same connections)."""
         twin = copy.copy(self)
         twin.keys = self.keys.shadow()
@@ -412,7 +364,7 @@ class Protocol:
         for info in replies[len(jobs):]:
             if not isinstance(info, Exception):
                 last = as_dict(info).get(b"last-generated-id", b"0-0")
-                changed.append(sid_order(last.decode())[0])
+                changed.append(int(last.split(b"-")[0]))
         agg.updated_at_ms = max(changed) if changed and max(changed) else None
         sha = meta.get(b"script_sha")
         graph = yield from self._graph(campaign, sha)
@@ -444,7 +396,8 @@ class Protocol:
             if page.entries < count:
                 break
             cursor, count = "(" + str(page.last), page.next_count()
-        path = [journey_step(s, with_ids) for s in sort_steps(steps)]
+        steps.sort(key=lambda s: s["ts_ms"])  # stable: ties stay in arrival (journal) order
+        path = [journey_step(s, with_ids) for s in steps]
         return {"tenant": tenant, "campaign": campaign, "job": job, "user": user,
                 "journey_path": path, **state.summary(names)}
 

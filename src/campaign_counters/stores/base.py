@@ -13,8 +13,6 @@ import abc
 from typing import Any, Iterable
 
 from ..connection import redact
-from ..counters.records import sid_order
-from ..errors import ValidationError
 
 JOURNEY_FIELDS = ("completed", "exit_node", "completion_time", "total_interactions")
 
@@ -72,20 +70,22 @@ class ReportStore(abc.ABC):
         return f"{type(self).__name__}({redact(self.url)!r})"
 
 
-def sort_steps(steps: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Journey order: by time, then by journal position (arrival); one step per id."""
-    unique = {s["sid"]: s for s in steps}
+def sid_order(sid: str) -> tuple[int, int, int]:
+    """Sort key of a step id `<journal entry id>.<position in the entry>` (or of an entry id).
+
+    Journal entry ids are Redis stream ids (`<ms>-<seq>`), so this is arrival order.
+    """
+    entry, _, pos = sid.partition(".")
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0), int(pos or 0)
+
+
+def merge_steps(*parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Journey order over steps from several places: by time, then by arrival; one step per `sid`.
+
+    A later part wins for a `sid` present in several (the live journal over the store).
+    """
+    unique: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        unique.update((s["sid"], s) for s in part)
     return sorted(unique.values(), key=lambda s: (s["ts"], sid_order(s["sid"])))
-
-
-def open_store(url: str) -> ReportStore:
-    """`sqlite:///path/reports.db` or `mongodb://[user:pass@]host[:port]/db`."""
-    if url.startswith("sqlite://"):
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore(url)
-    if url.startswith(("mongodb://", "mongodb+srv://")):
-        from .mongo import MongoStore
-
-        return MongoStore(url)
-    raise ValidationError("store-url", f"unsupported store URL {redact(url)!r}: use sqlite:///path or mongodb://host/db")

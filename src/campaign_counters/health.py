@@ -1,14 +1,14 @@
-"""One look at everything the service depends on, for `campaign-counters health`."""
+"""One look at everything the service depends on (Redis, report store, queue), for `campaign-counters health`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..connection import redact
-from ..counters import Counters
-from ..counters import maintenance as m
-from ..counters.transport import Cmd, call
-from .store import ReportStore
+from .connection import redact
+from .counters import Counters
+from .counters import maintenance as m
+from .counters.transport import Cmd, call
+from .stores import ReportStore
 
 
 def _safe(fn: Any) -> tuple[bool, Any]:

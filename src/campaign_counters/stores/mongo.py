@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from ..connection import redact
 from ..errors import BackendError
-from .store import JOURNEY_FIELDS, ReportStore, sort_steps
+from .base import JOURNEY_FIELDS, ReportStore, merge_steps
 
 DEFAULT_DB = "campaign_counters"
 
@@ -100,7 +100,7 @@ class MongoStore(ReportStore):
         doc = self._find_one(self.journeys, {"tenant_id": tenant, "campaign_id": campaign, "job_id": job, "user_id": user})
         if doc is None:
             return None
-        doc["journey_path"] = sort_steps(doc.get("journey_path", []))
+        doc["journey_path"] = merge_steps(doc.get("journey_path", []))
         for f in JOURNEY_FIELDS:
             doc.setdefault(f, None)
         return doc

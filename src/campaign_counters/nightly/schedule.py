@@ -14,13 +14,14 @@ import logging
 import os
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
-from ..counters.transport import Cmd, as_dict, call
+from ..persist.jobs import job_context
+from ..timezones import zone_or_utc
 from .history import open_history
-from .overview import overviews, persist
+from .overview import overviews, store_overviews
 from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -28,14 +29,6 @@ log = logging.getLogger(__name__)
 ENV_HISTORY = "CAMPAIGN_COUNTERS_HISTORY"
 ENV_REPAIR = "CAMPAIGN_COUNTERS_REPAIR"
 CATCH_UP_DAYS = 7
-DONE_KEY = "nightly"  # hash tenant -> last local day handled (ISO)
-
-
-def zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def due(tenants: dict[str, ZoneInfo], done: dict[str, date], now: datetime,
@@ -67,15 +60,13 @@ def nightly_job_id(tenant: str, day: date) -> str:
     return f"cc-nightly-{tenant}-{day.isoformat()}"
 
 
-def tick(counters: Counters, queue: Any, now: datetime | None = None) -> list[tuple[str, date]]:
+def tick_nightly(counters: Counters, queue: Any, now: datetime | None = None) -> list[tuple[str, date]]:
     """Enqueue the nightly job of every tenant whose midnight passed; returns what was enqueued."""
     from rq.exceptions import DuplicateJobError
 
     now = now or datetime.now(timezone.utc)
-    tenants = {t: zone(z) for t, z in counters.run(m.all_tenants(counters)).items()}
-    key = counters.keys.prefix + DONE_KEY
-    (raw,) = counters.run(call(counters.router, [Cmd(None, ("HGETALL", key))]))
-    done = {t.decode(): date.fromisoformat(d.decode()) for t, d in as_dict(raw).items()}
+    tenants = {t: zone_or_utc(z) for t, z in counters.run(m.all_tenants(counters)).items()}
+    done = {t: date.fromisoformat(d) for t, d in counters.run(m.nightly_done(counters)).items()}
     enqueued = []
     for tenant, day in due(tenants, done, now):
         try:
@@ -85,15 +76,13 @@ def tick(counters: Counters, queue: Any, now: datetime | None = None) -> list[tu
             enqueued.append((tenant, day))
         except DuplicateJobError:
             pass
-        counters.run(call(counters.router, [Cmd(None, ("HSET", key, tenant, day.isoformat()))]))
+        counters.run(m.mark_nightly_done(counters, tenant, day.isoformat()))
     return enqueued
 
 
 def nightly_job(tenant: str, day_iso: str) -> dict[str, Any]:
     """RQ entry point: reconcile the campaigns of that day, then write the overviews that close."""
-    from .jobs import _context
-
-    counters, store, _ = _context()
+    counters, store, _ = job_context()
     source = os.environ.get(ENV_HISTORY)
     day = date.fromisoformat(day_iso)
     tz = counters.run(counters.plan_timezone(tenant))
@@ -107,6 +96,6 @@ def nightly_job(tenant: str, day_iso: str) -> dict[str, Any]:
                        repair=os.environ.get(ENV_REPAIR, "") in ("1", "true", "yes"))
     out["reconcile"] = {**result.output(), "drift": len(result.drift)}
     for period in periods_ending(day):
-        persist(store, overviews(history, tenant, period, [day], tz))
+        store_overviews(store, overviews(history, tenant, period, [day], tz))
     out["overviews"] = periods_ending(day)
     return out

@@ -1,4 +1,4 @@
-"""`campaign-counters bench`: how fast this Redis records, measured with a throwaway campaign.
+"""Commands for operators: `health`, and `bench` (how fast this Redis records, with a throwaway campaign).
 
 For an operator checking a deployment (the embedded server, a production
 Redis, a cluster): the numbers in BENCHMARKS.md come from bench/ on the
@@ -20,7 +20,8 @@ from ..connection import redact
 from ..counters import AsyncCounters
 from ..counters import maintenance as m
 from . import demo as d
-from .app import config_options, counters_for, emit, format_option, main, say
+from .app import EXIT_BACKEND, main
+from .options import config_options, counters_for, emit, format_option, queue_for, say, store_for
 
 TENANT = "cc-bench"
 
@@ -93,3 +94,21 @@ def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
         "async_record": _percentiles(async_samples),
         "campaigns": [bulk, single, single_async] if keep else [],
     }, fmt)
+
+
+@main.command()
+@format_option
+@config_options
+def health(cfg: Config, fmt: str) -> None:
+    """Check Redis, the report store and the queue; show pending snapshots and
+    rejected events: by campaign those Redis refused (a campaign named under
+    another tenant, a closed one), by field those that failed validation.
+
+    Exit status 0 when everything answers, 5 otherwise.
+    """
+    from ..health import health as check
+
+    report = check(counters_for(cfg), store_for(cfg, must_exist=False), queue_for(cfg))
+    emit(report, fmt)
+    if not report["ok"]:
+        raise SystemExit(EXIT_BACKEND)

@@ -1,0 +1,179 @@
+"""Commands of the realtime side: script load, record, report, journey, demo."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, BinaryIO, Iterator, NamedTuple, TextIO
+
+import click
+
+from ..config import Config
+from ..connection import redact
+from ..errors import NotFound
+from ..jsonlines import decode_error, loads_line
+from .app import EXIT_BACKEND, EXIT_REJECTED, main
+from .options import campaign_option, config_options, counters_for, emit, format_option, say, store_for, tenant_option
+
+
+@main.group()
+def script() -> None:
+    """Campaign scripts (flow graphs)."""
+
+
+@script.command("load")
+@tenant_option
+@campaign_option
+@click.argument("file", type=click.File("r"))
+@config_options
+def script_load(cfg: Config, tenant: str, campaign: str, file: TextIO) -> None:
+    """Register or replace the script of a campaign, binding it to the tenant.
+
+    FILE is the script JSON ({"nodes": [...], "edges": [...]}), or - for stdin.
+    Prints the start node, end nodes and flow sequence found.
+    """
+    graph = counters_for(cfg).load_script(tenant, campaign, file.read())
+    emit({
+        "tenant": tenant, "campaign": campaign, "nodes": len(graph.nodes), "start": graph.start,
+        "end_nodes": sorted(graph.end_nodes), "flow_sequence": list(graph.flow_sequence),
+    }, "json")
+
+
+class BadLine(NamedTuple):
+    """A line rejected before it reaches the library (field `line`)."""
+
+    reason: str
+
+
+def _lines(stream: BinaryIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
+    """Chunks of (line number, parsed JSON or a BadLine), streamed; blank lines skipped."""
+    batch: list[tuple[int, Any]] = []
+    for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte order mark
+        if not raw.strip():
+            continue
+        try:
+            batch.append((number, loads_line(raw)))
+        except UnicodeDecodeError as exc:
+            batch.append((number, BadLine(f"not valid UTF-8 (byte {exc.start + 1})")))
+        except ValueError as exc:
+            batch.append((number, BadLine(f"not valid JSON ({decode_error(exc)})")))
+        if len(batch) >= chunk:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@main.command()
+@click.argument("file", type=click.File("rb"), default="-")
+@click.option("--chunk", default=5000, show_default=True, type=click.IntRange(1), help="Lines per batch sent to Redis.")
+@config_options
+def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
+    """Record JSON Lines events from FILE (default -: stdin), streamed, in order.
+
+    One event object per line (DESIGN 3.1); blank lines are skipped. Prints
+    {"accepted", "duplicates", "rejected"} on stdout ("failed" too when Redis
+    failed for some). Each rejected line is named on stderr as
+    `line N: FIELD: REASON` (a line that is not JSON has FIELD `line`).
+    Exit status 0 when nothing was rejected, 3 when some lines were (all
+    others are recorded), 5 when Redis failed (recording stops there; events
+    with an id can be recorded again safely). Progress every 100,000 lines.
+    """
+    counters = counters_for(cfg)
+    totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+    started, seen, next_progress = time.monotonic(), 0, 100_000
+    for batch in _lines(file, chunk):
+        good = [(n, obj) for n, obj in batch if not isinstance(obj, BadLine)]
+        messages = [(n, f"line: {obj.reason}") for n, obj in batch if isinstance(obj, BadLine)]
+        totals["rejected"] += len(messages)
+        result = counters.record_many([obj for _, obj in good])
+        messages += [(good[r.index][0], f"{r.field}: {r.reason}") for r in result.rejections]
+        for n, message in sorted(messages, key=lambda m: m[0]):
+            say(f"line {n}: {message}")
+        for key, value in result.summary().items():
+            totals[key] += value
+        if result.failed:
+            failed = sorted(good[i][0] for i, _ in result.errors)
+            say(f"unavailable: Redis at {redact(cfg.redis)}: {result.errors[0][1]}; "
+                f"{len(failed):,} line(s) not recorded (first: line {failed[0]}), the rest of the input "
+                "was not read. Recording the input again is safe for events with an id.")
+            break
+        seen += len(batch)
+        if seen >= next_progress:
+            rate = seen / max(time.monotonic() - started, 1e-9)
+            say(f"... {seen:,} lines ({rate:,.0f}/s)")
+            next_progress += 100_000
+    summary = {k: v for k, v in totals.items() if k != "failed" or v}
+    emit(summary, "json")
+    if totals["failed"]:
+        sys.exit(EXIT_BACKEND)
+    if totals["rejected"]:
+        sys.exit(EXIT_REJECTED)
+
+
+@main.command()
+@tenant_option
+@campaign_option
+@click.option("--job", help="A job (run) of the campaign [default: the campaign total].")
+@click.option("--from-store", is_flag=True, help="Read the last snapshot from the report store instead of Redis.")
+@format_option
+@config_options
+def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store: bool, fmt: str) -> None:
+    """Print the report of a campaign (or of one job), live from Redis."""
+    if from_store:
+        from ..persist.views import stored_report
+
+        emit(stored_report(store_for(cfg), tenant, campaign, job), fmt)
+        return
+    try:
+        emit(counters_for(cfg).report(tenant, campaign, job), fmt)
+    except NotFound as exc:
+        raise NotFound(f"{exc} (a completed campaign's live data expires after the retention period: "
+                       "try --from-store)") from None
+
+
+@main.command()
+@tenant_option
+@campaign_option
+@click.option("--job", required=True, help="Job (run) id.")
+@click.option("--user", required=True, help="User id.")
+@click.option("--from-store", is_flag=True, help="Read the last snapshot from the report store instead of Redis.")
+@format_option
+@config_options
+def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_store: bool, fmt: str) -> None:
+    """Print one user's journey through a job: steps, completion, exit node."""
+    from ..persist.views import live_journey, stored_journey
+
+    if from_store:
+        emit(stored_journey(store_for(cfg), tenant, campaign, job, user), fmt)
+    else:
+        emit(live_journey(counters_for(cfg), store_for(cfg, must_exist=False), tenant, campaign, job, user), fmt)
+
+
+@main.command()
+@click.option("--users", default=2000, show_default=True, type=click.IntRange(1, 1_000_000), help="Users to simulate.")
+@click.option("--seed", default=1, show_default=True, help="Random seed (same seed, same data).")
+@format_option
+@config_options
+def demo(cfg: Config, users: int, seed: int, fmt: str) -> None:
+    """Load a sample campaign, simulate users, record their events, print the report.
+
+    The campaign is tenant `demo`, campaign `demo-campaign` (script: the
+    package's data/demo_script.json), with jobs run-1 and run-2: users are
+    targeted, sent the first message, then click along the script's edges with
+    drop-off; a few events arrive twice or out of order. Event ids are derived
+    from the seed, so running it again records nothing twice: the report stays
+    the same (another --seed or more --users adds to it). Without --redis-url
+    the data lives in the embedded Redis under $CAMPAIGN_COUNTERS_HOME.
+    """
+    from . import demo as d
+
+    counters = counters_for(cfg)
+    counters.load_script(d.TENANT, d.CAMPAIGN, d.demo_script())
+    result = counters.record_many(d.demo_events(users, seed))
+    say(f"demo: {result.accepted:,} events recorded, {result.duplicates:,} duplicates ignored "
+        f"({redact(cfg.redis)})")
+    emit(counters.report(d.TENANT, d.CAMPAIGN), fmt)
+    say(f"next: campaign-counters report --tenant {d.TENANT} --campaign {d.CAMPAIGN} --job {d.JOBS[0]} --format table")
