@@ -22,6 +22,14 @@ from campaign_counters.counters import Settings
 from scenarios import OFFER_SCRIPT
 
 
+@pytest.fixture(autouse=True)
+def spool_dir(tmp_path, monkeypatch):
+    """Every test spools (if at all) into a directory of its own, never into the working tree."""
+    path = tmp_path / "spool"
+    monkeypatch.setenv("CAMPAIGN_COUNTERS_SPOOL_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     tmp = tempfile.mkdtemp(prefix="cc-test-redis-")

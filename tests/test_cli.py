@@ -236,6 +236,6 @@ def test_bench_measures_and_leaves_nothing_behind(cli, raw):
     for kind in ("record", "async_record"):
         assert out[kind]["calls"] == 200 and 0 < out[kind]["p50_ms"] <= out[kind]["p99_ms"] <= out[kind]["max_ms"]
     assert set(raw.scan_iter()) == before  # every key and index entry of its campaigns is gone
-    assert raw.hgetall("cc:v1:registry") == {}
+    assert raw.hgetall("cc:v2:registry") == {}
     kept = json.loads(cli("bench", "--events", "1000", "--calls", "100", "--keep").stdout)
-    assert len(kept["campaigns"]) == 3 and set(raw.hgetall("cc:v1:registry")) == {c.encode() for c in kept["campaigns"]}
+    assert len(kept["campaigns"]) == 3 and set(raw.hgetall("cc:v2:registry")) == {c.encode() for c in kept["campaigns"]}

@@ -73,7 +73,8 @@ def test_health(cli, script_file, tmp_path):
     out = json.loads(res.stdout)
     assert out["ok"] and out["redis"]["ok"] and out["store"]["ok"] and out["queue"]["ok"]
     assert out["pending_snapshots"]["campaigns"] == 1
-    assert out["rejected_events"] == {"total": 3, "by_campaign": {C: 1}, "by_field": {"ts": 2}}
+    assert out["rejected_events"] == {"total": 3, "by_campaign": {C: 1}, "by_reason": {"other_tenant": 1},
+                                      "by_field": {"ts": 2}}
     cli("snapshot")
     assert json.loads(cli("health").stdout)["pending_snapshots"]["campaigns"] == 0
     res = cli("health", "--store-url", "mongodb://u:pw9@127.0.0.1:1/db?serverSelectionTimeoutMS=100")

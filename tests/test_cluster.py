@@ -103,7 +103,7 @@ def test_client_follows_a_slot_migration(cluster_url, redis_cluster):
     res = c.record_many(later)  # the client still maps the slot to the old node: MOVED, refresh, retry
     assert res.failed == 0 and res.accepted > 0
     assert metrics_of(c.report(T, campaign)) == expected_report(first + later, OFFER_SCRIPT)
-    assert redis.Redis(port=target).exists(f"cc:v1:{{{campaign}}}:m")
+    assert redis.Redis(port=target).exists(f"cc:v2:{{{campaign}}}:m")
 
 
 def test_tenant_day_users_are_counted_across_slots(cluster_url, redis_cluster):
@@ -119,4 +119,4 @@ def test_tenant_day_users_are_counted_across_slots(cluster_url, redis_cluster):
     assert c.run(m.tenant_day_users(c, T, "20260101")) == pytest.approx(500, rel=0.03)
     assert c.run(m.tenant_day_users(c, "other", "20260101")) == pytest.approx(300, rel=0.03)
     for port in redis_cluster.ports:
-        assert not list(redis_cluster.client(port).scan_iter("cc:v1:tmp:*"))
+        assert not list(redis_cluster.client(port).scan_iter("cc:v2:tmp:*"))

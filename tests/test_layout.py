@@ -121,7 +121,7 @@ def test_the_store_interface_imports_no_backend():
 
 def test_redis_keys_are_named_only_in_the_key_schema():
     """No module but keys.py spells the key prefix."""
-    offenders = [p.name for p in ROOT.rglob("*.py") if p.name != "keys.py" and '"cc:v1' in p.read_text()]
+    offenders = [p.name for p in ROOT.rglob("*.py") if p.name != "keys.py" and '"cc:v2' in p.read_text()]
     assert offenders == []
 
 

@@ -9,7 +9,7 @@ from datetime import date
 import mongomock
 import pytest
 
-from campaign_counters import Counters
+from campaign_counters import Counters, TenantMismatch
 from campaign_counters.stores import open_store
 from campaign_counters.nightly.history import JsonlHistory, MongoHistory
 from campaign_counters.nightly.reconcile import compare, reconcile
@@ -112,8 +112,8 @@ def test_repair_never_touches_another_tenants_campaign(counters, tmp_path):
     counters.record({"type": "sent", "tenant": "owner", "campaign": "c-1", "job": "j", "user": "u", "ts": 1})
     before = counters.report("owner", "c-1")
     source = write_history(tmp_path, random_events(OFFER_SCRIPT, 5, seed=1, campaign="c-1", tenant=T))
-    result = reconcile(counters, None, source, T, repair=True)
-    assert result.repaired == [] and result.drift
+    with pytest.raises(TenantMismatch):
+        reconcile(counters, None, source, T, repair=True)
     after = counters.report("owner", "c-1")
     assert metrics_of(after) == metrics_of(before)
 

@@ -65,16 +65,16 @@ def all_docs(store, campaign):
 def test_from_store_equals_live(counters, store):
     events = seed(counters)
     users = sorted({e["user"] for e in events})
-    before = {(j, u): live_journey(counters, store, T, C, j, u)
+    before = {(j, u): live_journey(counters, lambda: store, T, C, j, u)
               for j in ("job-1", "job-2") for u in users[:40] if any(e["user"] == u and e["job"] == j for e in events)}
-    result = snapshot_campaign(counters, store, C, batch=64)
+    result = snapshot_campaign(counters, store, C, batch=40)
     assert result.batches > 3 and result.reports == 3
     for job in (None, "job-1", "job-2"):
         assert stored_report(store, T, C, job) == counters.report(T, C, job)
     for (job, user), want in before.items():
         assert stored_journey(store, T, C, job, user) == want
-        assert live_journey(counters, store, T, C, job, user) == want  # journal trimmed, store fills in
-    assert counters.run(m.pending_changes(counters, C)) == 0
+        assert live_journey(counters, lambda: store, T, C, job, user) == want
+    assert counters.run(m.pending_since(counters, C)) == 0
 
 
 def test_second_snapshot_changes_nothing(counters, store):
@@ -112,6 +112,7 @@ class CrashingStore(ReportStore):
 
     upsert_campaign_reports = campaign_report = campaign_reports = journey = delete_journeys = None
     upsert_overview = overview = insert_reconcile = reconcile_reports = ping = None
+    journey_lengths = put_state = state = states = delete_state = None
 
 
 @pytest.mark.parametrize("after_write", [True, False], ids=["between-write-and-trim", "between-batches"])
@@ -121,7 +122,7 @@ def test_crash_then_resume_gives_identical_documents(counters, store, after_writ
     snapshot_campaign(counters, store, "clean", batch=50)
     with pytest.raises(Crash):
         snapshot_campaign(counters, CrashingStore(store, at_call=3, after_write=after_write), "crashy", batch=50)
-    assert counters.run(m.pending_changes(counters, "crashy")) > 0  # still marked for the next tick
+    assert counters.run(m.pending_since(counters, "crashy")) > 0  # still marked for the next tick
     snapshot_campaign(counters, store, "crashy", batch=50)
     clean, crashy = all_docs(store, "clean"), all_docs(store, "crashy")
     assert crashy == clean
@@ -130,13 +131,17 @@ def test_crash_then_resume_gives_identical_documents(counters, store, after_writ
 
 def test_changes_during_a_snapshot_stay_marked(counters, store):
     seed(counters)
-    seen = counters.run(m.pending_changes(counters, C))
+    start = counters.run(m.begin_snapshot(counters, C))
     counters.record(ev("sent", "late-user", 5))
-    counters.run(m.settle(counters, C, seen))
-    assert counters.run(m.pending_changes(counters, C)) == 1
+    assert counters.run(m.end_snapshot(counters, C, start.rgen))
+    assert counters.run(m.pending_since(counters, C)) > 0
+    assert counters.run(m.changed_users(counters, C)) == []  # the frozen log is gone...
+    assert counters.run(m.begin_snapshot(counters, C)).pending_since > 0
+    assert counters.run(m.changed_users(counters, C)) == ["late-user"]  # ...the late user is in the next one
     snapshot_campaign(counters, store, C)
-    assert counters.run(m.pending_changes(counters, C)) == 0
+    assert counters.run(m.pending_since(counters, C)) == 0
     assert counters.run(m.dirty_campaigns(counters)) == []
+    assert stored_journey(store, T, C, "job-1", "late-user")["journey_path"] == []
 
 
 def test_tick_enqueues_at_most_one_job_per_campaign(counters, redis_url):
@@ -171,22 +176,22 @@ def test_worker_retries_when_the_store_is_down(counters, redis_url, tmp_path, mo
     jobs.job_context.cache_clear()
     conn = redis.Redis.from_url(redis_url)
     queue = Queue("cc-test", connection=conn)
-    journal_before = conn.xlen(f"cc:v1:{{{C}}}:jr:job-1")
+    journal_before = conn.xlen(f"cc:v2:{{{C}}}:jr:job-1")
     assert enqueue_snapshot(queue, T, C)
     assert not enqueue_snapshot(queue, T, C)  # one pending job per campaign
     SimpleWorker([queue], connection=conn).work(burst=True)
     job = queue.fetch_job(snapshot_job_id(C))
     assert job is not None and job.retries_left == 2  # failed once, scheduled to retry
     assert job.id in queue.scheduled_job_registry.get_job_ids()
-    assert conn.xlen(f"cc:v1:{{{C}}}:jr:job-1") == journal_before  # Redis untouched
-    assert counters.run(m.pending_changes(counters, C)) > 0
+    assert conn.xlen(f"cc:v2:{{{C}}}:jr:job-1") == journal_before  # Redis untouched
+    assert counters.run(m.pending_since(counters, C)) > 0
     monkeypatch.setenv("CAMPAIGN_COUNTERS_STORE_URL", f"sqlite:///{store_path}")
     jobs.job_context.cache_clear()
     time.sleep(1.2)
     SimpleWorker([queue], connection=conn).work(burst=True, with_scheduler=True)
-    assert counters.run(m.pending_changes(counters, C)) == 0
+    assert counters.run(m.pending_since(counters, C)) == 0
     assert stored_report(open_store(f"sqlite:///{store_path}"), T, C, None) == counters.report(T, C)
-    assert conn.xlen(f"cc:v1:{{{C}}}:jr:job-1") == 0
+    assert conn.xlen(f"cc:v2:{{{C}}}:jr:job-1") == 0
     jobs.job_context.cache_clear()
 
 
@@ -195,7 +200,7 @@ def test_completed_campaign_gets_a_retention_ttl_after_its_final_snapshot(counte
     counters.record(ev("status", ts=99, job=None, status="COMPLETED"))
     result = snapshot_campaign(counters, store, C, retention=3600)
     assert result.expired
-    for key in raw.scan_iter(f"cc:v1:{{{C}}}:*"):
+    for key in raw.scan_iter(f"cc:v2:{{{C}}}:*"):
         if b":id:" in key or b":d:" in key:
             continue
         assert 0 < raw.ttl(key) <= 3600, key
@@ -223,7 +228,7 @@ def test_an_expired_campaign_stays_bound_to_its_tenant_and_closed(counters, stor
     snapshot_campaign(counters, store, C, retention=1)
     stored = store.campaign_reports(T, C)
     time.sleep(1.2)
-    assert not [k for k in raw.scan_iter(f"cc:v1:{{{C}}}:*") if b":id:" not in k and b":d:" not in k]
+    assert not [k for k in raw.scan_iter(f"cc:v2:{{{C}}}:*") if b":id:" not in k and b":d:" not in k]
     late = ev("interaction", "user-1", 2e9, target="ask", choice="go")
     res = counters.record_many([late])
     assert res.rejected == 1 and res.rejections[0].field == "campaign" and "closed" in res.rejections[0].reason
@@ -243,7 +248,7 @@ def test_a_campaign_that_runs_again_loses_its_retention_ttl(counters, store, raw
     seed(counters, users=10)
 
     def ttls():
-        return {raw.ttl(k) > 0 for k in raw.scan_iter(f"cc:v1:{{{C}}}:*") if b":id:" not in k and b":d:" not in k}
+        return {raw.ttl(k) > 0 for k in raw.scan_iter(f"cc:v2:{{{C}}}:*") if b":id:" not in k and b":d:" not in k}
 
     counters.record(ev("status", ts=200, job=None, status="COMPLETED"))
     assert snapshot_campaign(counters, store, C, retention=3600).expired and ttls() == {True}
@@ -258,7 +263,7 @@ def test_a_campaign_that_runs_again_loses_its_retention_ttl(counters, store, raw
 
 
 def test_journeys_from_single_calls_and_bulk_batches_page_alike(counters, store):
-    """The journal holds one entry per call: pages of mixed sizes, small snapshot batches."""
+    """Users logged by single calls and by bulk calls alike, persisted in small pages."""
     from oracle import expected_journey
 
     counters.load_script(T, C, OFFER_SCRIPT)
@@ -272,7 +277,8 @@ def test_journeys_from_single_calls_and_bulk_batches_page_alike(counters, store)
     pairs = {(e["job"], e["user"]) for e in events}
     live = {p: counters.journey(T, C, *p) for p in pairs}
     result = snapshot_campaign(counters, store, C, batch=7)
-    assert result.batches >= len([e for e in events if e["type"] != "status"]) // 7
+    users = {e["user"] for e in events}
+    assert result.batches == -(-len(users) // 7) and result.journeys == len(pairs)
     for job, user in pairs:
         want = expected_journey(events, OFFER_SCRIPT, job, user)
         assert {k: live[(job, user)][k] for k in want} == want

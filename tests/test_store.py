@@ -47,7 +47,7 @@ def report(job, n, tenant="t1", campaign="c1"):
 def journey(user, steps, completed=False, job="j1"):
     return {
         "tenant_id": "t1", "campaign_id": "c1", "job_id": job, "user_id": user,
-        "journey_path": [{"node": n, "choice": ch, "ts": ts, "sid": sid} for sid, n, ch, ts in steps],
+        "journey_path": [{"node": n, "choice": ch, "ts": ts} for n, ch, ts in steps],
         "completed": completed, "exit_node": "end" if completed else None,
         "completion_time": 5.0 if completed else None, "total_interactions": len(steps),
         "snapshot_at": "2026-01-01T00:00:01.000Z",
@@ -71,16 +71,17 @@ def test_tenants_are_separate(store):
     assert store.campaign_reports("t2", "c1") == []
 
 
-def test_journey_steps_merge_by_id_and_sort_by_time(store):
-    store.upsert_journeys([journey("u1", [("5-0", "b", "y", 20.0), ("3-0", "a", "x", 10.0)])])
-    store.upsert_journeys([journey("u1", [("5-0", "b", "y", 20.0), ("9-0", "c", None, 15.0)], completed=True)])
+def test_a_journey_is_written_whole(store):
+    store.upsert_journeys([journey("u1", [("a", "x", 10.0), ("b", "y", 20.0)])])
+    store.upsert_journeys([journey("u1", [("a", "x", 10.0), ("c", None, 15.0), ("b", "y", 20.0)], completed=True)])
     doc = store.journey("t1", "c1", "j1", "u1")
-    assert [s["sid"] for s in doc["journey_path"]] == ["3-0", "9-0", "5-0"]
-    assert doc["completed"] is True and doc["exit_node"] == "end" and doc["total_interactions"] == 2
-    # same batch again (a retried snapshot): nothing duplicated
-    store.upsert_journeys([journey("u1", [("9-0", "c", None, 15.0)], completed=True)])
-    assert len(store.journey("t1", "c1", "j1", "u1")["journey_path"]) == 3
+    assert [s["node"] for s in doc["journey_path"]] == ["a", "c", "b"]
+    assert doc["completed"] is True and doc["exit_node"] == "end" and doc["total_interactions"] == 3
+    # the same journey again (a retried snapshot): nothing duplicated
+    store.upsert_journeys([journey("u1", [("a", "x", 10.0), ("c", None, 15.0), ("b", "y", 20.0)], completed=True)])
+    assert store.journey("t1", "c1", "j1", "u1") == doc
     assert store.journey("t1", "c1", "j2", "u1") is None
+    assert store.journey_lengths("t1", "c1", "j1", ["u1", "nobody"]) == {"u1": 3}
 
 
 def test_journey_without_steps(store):
@@ -89,9 +90,22 @@ def test_journey_without_steps(store):
     assert doc["journey_path"] == [] and doc["completed"] is False
 
 
-def test_ties_in_time_keep_journal_order(store):
-    store.upsert_journeys([journey("u1", [("10-1", "b", None, 1.0), ("10-0", "a", None, 1.0), ("2-0", "z", None, 1.0)])])
+def test_steps_keep_the_order_they_were_written_in(store):
+    """Ties in time keep their arrival order, as the live journey gives it."""
+    store.upsert_journeys([journey("u1", [("z", None, 1.0), ("a", None, 1.0), ("b", None, 1.0)])])
     assert [s["node"] for s in store.journey("t1", "c1", "j1", "u1")["journey_path"]] == ["z", "a", "b"]
+
+
+def test_durable_state_by_kind_and_key(store):
+    store.put_state("owner", "c1", {"tenant": "t1"})
+    store.put_state("owner", "c2", {"tenant": "t2"})
+    store.put_state("owner", "c1", {"tenant": "t1", "script_sha": "abc"})
+    store.put_state("epoch", "current", {"value": "e1"})
+    assert store.states("owner") == {"c1": {"tenant": "t1", "script_sha": "abc"}, "c2": {"tenant": "t2"}}
+    assert store.state("epoch", "current") == {"value": "e1"} and store.state("epoch", "other") is None
+    store.delete_state("owner", "c2")
+    store.delete_state("owner", "never-there")
+    assert list(store.states("owner")) == ["c1"]
 
 
 def test_overview_upsert(store):
@@ -128,11 +142,34 @@ def test_unreachable_mongo_is_a_backend_error_without_password():
 
 
 def test_delete_journeys_of_one_campaign(store):
-    store.upsert_journeys([journey("u1", [("1-0", "a", None, 1.0)]), journey("u2", [("2-0", "a", None, 1.0)])])
-    other = dict(journey("u1", [("3-0", "a", None, 1.0)]), campaign_id="c2")
+    store.upsert_journeys([journey("u1", [("a", None, 1.0)]), journey("u2", [("a", None, 1.0)])])
+    other = dict(journey("u1", [("x", None, 1.0)]), campaign_id="c2")
     store.upsert_journeys([other])
     store.delete_journeys("t1", "c1")
     assert store.journey("t1", "c1", "j1", "u1") is None and store.journey("t1", "c1", "j1", "u2") is None
-    assert store.journey("t1", "c2", "j1", "u1")["journey_path"][0]["sid"] == "3-0"
-    store.upsert_journeys([journey("u1", [("9-0", "b", None, 2.0)])])
-    assert [s["sid"] for s in store.journey("t1", "c1", "j1", "u1")["journey_path"]] == ["9-0"]
+    assert store.journey("t1", "c2", "j1", "u1")["journey_path"][0]["node"] == "x"
+    store.upsert_journeys([journey("u1", [("b", None, 2.0)])])
+    assert [s["node"] for s in store.journey("t1", "c1", "j1", "u1")["journey_path"]] == ["b"]
+
+
+def test_sqlite_files_of_earlier_versions_are_migrated(tmp_path):
+    """Steps were keyed by journal entry id; opening the file keeps them, in arrival order."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE journey_steps (tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL,
+            user_id TEXT NOT NULL, sid TEXT NOT NULL, node TEXT, choice TEXT, ts REAL NOT NULL,
+            PRIMARY KEY (tenant_id, campaign_id, job_id, user_id, sid)) WITHOUT ROWID;
+        CREATE TABLE user_journeys (tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL,
+            user_id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (tenant_id, campaign_id, job_id, user_id)) WITHOUT ROWID;
+    """)
+    db.executemany("INSERT INTO journey_steps VALUES ('t1', 'c1', 'j1', 'u1', ?, ?, NULL, ?)",
+                   [("10-1.0", "b", 5.0), ("9-0.2", "a", 5.0), ("11-0.0", "c", 1.0)])
+    db.execute("""INSERT INTO user_journeys VALUES ('t1', 'c1', 'j1', 'u1', '{"total_interactions": 3}')""")
+    db.commit()
+    db.close()
+    s = open_store(f"sqlite:///{path}")
+    assert [x["node"] for x in s.journey("t1", "c1", "j1", "u1")["journey_path"]] == ["c", "a", "b"]
+    s.close()

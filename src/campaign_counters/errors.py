@@ -38,3 +38,21 @@ class NotFound(CampaignCountersError, LookupError):
 
 class BackendError(CampaignCountersError):
     """Redis (or a report store) failed or is unreachable."""
+
+
+class SnapshotRefused(CampaignCountersError):
+    """A snapshot would have moved stored reports backwards; nothing was overwritten."""
+
+    def __init__(self, campaign: str, reason: str) -> None:
+        self.campaign = campaign
+        self.reason = reason
+        super().__init__(f"snapshot of campaign {campaign!r} refused: {reason}")
+
+
+class RepairRefused(CampaignCountersError):
+    """A repair did not swap its rebuilt state in; the live state is as it was."""
+
+    def __init__(self, campaign: str, reason: str) -> None:
+        self.campaign = campaign
+        self.reason = reason
+        super().__init__(f"repair of campaign {campaign!r} refused: {reason}")

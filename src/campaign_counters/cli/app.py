@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .. import __version__
 from ..connection import redact
-from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
+from ..errors import BackendError, NotFound, RepairRefused, SnapshotRefused, TenantMismatch, ValidationError
 from .options import say
 
 EXIT_DRIFT, EXIT_INPUT, EXIT_REJECTED, EXIT_NOT_FOUND, EXIT_BACKEND = 1, 2, 3, 4, 5
@@ -28,6 +28,9 @@ class App(click.Group):
             return super().invoke(ctx)
         except (ValidationError, TenantMismatch) as exc:
             say(f"error: {exc}")
+            ctx.exit(EXIT_INPUT)
+        except (RepairRefused, SnapshotRefused) as exc:
+            say(f"refused: {exc}")
             ctx.exit(EXIT_INPUT)
         except NotFound as exc:
             say(f"not found: {exc}")

@@ -13,8 +13,8 @@ from ..errors import ValidationError
 from ..nightly.schedule import ENV_HISTORY
 from .app import EXIT_DRIFT, main
 from .options import (
-    ProgressBar, config_options, counters_for, emit, format_option, history_option, say, store_for, tz_option,
-    zone_for,
+    ProgressBar, checked_writer, config_options, counters_for, emit, format_option, history_option, say, store_for,
+    tz_option, zone_for,
 )
 
 
@@ -51,10 +51,10 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
         raise ValidationError("until", "needs --date (the first day of the range)")
     if until and until < day:
         raise ValidationError("until", "must not be before --date")
-    counters = counters_for(cfg)
+    counters, store = checked_writer(cfg)
     bar = ProgressBar("reading history")
     try:
-        result = run(counters, store_for(cfg), _history(history_src), tenant,
+        result = run(counters, store, _history(history_src), tenant,
                      day=day.date() if day else None, until=until.date() if until else None,
                      campaigns=set(campaign) or None, tz=zone_for(counters, tenant, tz), repair=repair,
                      progress=lambda c: (bar.close(), say(f"checking {c} ...")), read_progress=bar)
@@ -119,5 +119,9 @@ def tenant() -> None:
 @config_options
 def set_tz(cfg: Config, name: str, tz: str) -> None:
     """Set the timezone of a tenant: its days, overviews and nightly run follow it."""
-    counters_for(cfg).set_timezone(name, tz)
+    from ..persist.durable import remember_timezone
+
+    counters, store = checked_writer(cfg)
+    counters.set_timezone(name, tz)
+    remember_timezone(store, name, tz)
     emit({"tenant": name, "tz": tz}, "json")

@@ -101,6 +101,24 @@ def counters_for(cfg: Config) -> Counters:
     return counters
 
 
+def checked_writer(cfg: Config) -> tuple[Counters, Any]:
+    """The client and the report store, once Redis was checked to still hold its data.
+
+    A Redis that lost it (or was replaced) is restored from the store's
+    durable copy first, and the campaigns that were live are flagged for
+    reconcile; both are said on stderr.
+    """
+    from ..persist.durable import check_redis
+
+    counters, store = counters_for(cfg), store_for(cfg)
+    check = check_redis(counters, store)
+    if check.restored:
+        say(f"warning: {check.reason}. Restored scripts, campaign owners and timezones from the report store; "
+            f"{len(check.flagged)} campaign(s) need `campaign-counters reconcile --repair` "
+            f"(flagged: {', '.join(check.flagged) or 'none'}).")
+    return counters, store
+
+
 def store_for(cfg: Config, must_exist: bool = True) -> Any:
     """The report store; with `must_exist` False, None when the default file is absent."""
     from ..stores import open_store

@@ -9,9 +9,9 @@ import click
 
 from ..config import Config
 from ..counters import maintenance as m
-from ..errors import NotFound
-from .app import main
-from .options import config_options, counters_for, emit, format_option, queue_for, say, store_for
+from ..errors import NotFound, SnapshotRefused
+from .app import EXIT_INPUT, main
+from .options import checked_writer, config_options, emit, format_option, queue_for, say, store_for
 
 
 def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tuple[str, str]]:
@@ -37,7 +37,7 @@ def snapshot(cfg: Config, tenant: str | None, campaign: str | None, enqueue: boo
     Without filters, every campaign with unpersisted changes. Safe to repeat
     and to run beside workers: documents are written with absolute values.
     """
-    counters = counters_for(cfg)
+    counters, store = checked_writer(cfg)
     targets = _targets(counters, tenant, campaign)
     if enqueue:
         from ..persist.jobs import enqueue_snapshot
@@ -48,16 +48,25 @@ def snapshot(cfg: Config, tenant: str | None, campaign: str | None, enqueue: boo
         return
     from ..persist.snapshot import snapshot_campaign
 
-    store = store_for(cfg)
-    results = []
+    results, refused = [], 0
     for i, (t, c) in enumerate(targets, start=1):
         say(f"[{i}/{len(targets)}] snapshot {t}/{c} ...")
-        result = snapshot_campaign(
-            counters, store, c, retention=cfg.retention_seconds,
-            progress=lambda r: say(f"    {r.steps:,} journey steps, {r.journeys:,} journeys"),
-        )
+        try:
+            result = snapshot_campaign(
+                counters, store, c, retention=cfg.retention_seconds,
+                progress=lambda r: say(f"    {r.steps:,} journey steps, {r.journeys:,} journeys"),
+            )
+        except SnapshotRefused as exc:
+            say(f"refused: {exc}")
+            results.append({"tenant": t, "campaign": c, "refused": exc.reason})
+            refused += 1
+            continue
+        if result.skipped:
+            say(f"    skipped: {result.skipped}")
         results.append(result.as_dict())
     emit(results, fmt)
+    if refused:
+        raise SystemExit(EXIT_INPUT)
 
 
 @main.command()
@@ -102,9 +111,16 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
     from ..nightly.schedule import tick_nightly
     from ..persist.jobs import tick_snapshots
 
-    counters = counters_for(cfg)
+    from ..persist.durable import check_redis, remember_timezones
+
+    counters, store = checked_writer(cfg)
     queue = queue_for(cfg)
     while True:
+        check = check_redis(counters, store)
+        if check.restored:
+            say(f"warning: {check.reason}; restored from the report store, "
+                f"{len(check.flagged)} campaign(s) flagged for reconcile")
+        remember_timezones(counters, store)
         enqueued = tick_snapshots(counters, queue)
         nights = tick_nightly(counters, queue)
         if enqueued or nights or once:

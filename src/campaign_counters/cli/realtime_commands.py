@@ -13,7 +13,11 @@ from ..connection import redact
 from ..errors import NotFound
 from ..jsonlines import decode_error, loads_line
 from .app import EXIT_BACKEND, EXIT_REJECTED, main
-from .options import campaign_option, config_options, counters_for, emit, format_option, say, store_for, tenant_option
+from ..counters import maintenance as m
+from ..persist import durable
+from .options import (
+    campaign_option, checked_writer, config_options, counters_for, emit, format_option, say, store_for, tenant_option,
+)
 
 
 @main.group()
@@ -32,7 +36,9 @@ def script_load(cfg: Config, tenant: str, campaign: str, file: TextIO) -> None:
     FILE is the script JSON ({"nodes": [...], "edges": [...]}), or - for stdin.
     Prints the start node, end nodes and flow sequence found.
     """
-    graph = counters_for(cfg).load_script(tenant, campaign, file.read())
+    counters, store = checked_writer(cfg)
+    graph = counters.load_script(tenant, campaign, file.read())
+    durable.remember_campaign(counters, store, counters.run(m.campaign_meta(counters, campaign)))
     emit({
         "tenant": tenant, "campaign": campaign, "nodes": len(graph.nodes), "start": graph.start,
         "end_nodes": sorted(graph.end_nodes), "flow_sequence": list(graph.flow_sequence),
@@ -73,16 +79,17 @@ def _lines(stream: BinaryIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
 def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
     """Record JSON Lines events from FILE (default -: stdin), streamed, in order.
 
-    One event object per line (DESIGN 3.1); blank lines are skipped. Prints
-    {"accepted", "duplicates", "rejected"} on stdout ("failed" too when Redis
-    failed for some). Each rejected line is named on stderr as
-    `line N: FIELD: REASON` (a line that is not JSON has FIELD `line`).
-    Exit status 0 when nothing was rejected, 3 when some lines were (all
-    others are recorded), 5 when Redis failed (recording stops there; events
-    with an id can be recorded again safely). Progress every 100,000 lines.
+    One event object per line (see the README's event table); blank lines
+    are skipped. Prints {"accepted", "duplicates", "rejected"} on stdout, and
+    "unknown" (sent, no reply: maybe applied) and "unsent" when Redis failed.
+    Each rejected line is named on stderr as `line N: FIELD: REASON` (a line
+    that is not JSON has FIELD `line`). Exit status 0 when nothing was
+    rejected, 3 when some lines were (all others are recorded), 5 when Redis
+    failed (recording stops there; events with an id can be recorded again
+    safely). Progress every 100,000 lines.
     """
-    counters = counters_for(cfg)
-    totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+    counters, _ = checked_writer(cfg)
+    totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "unknown": 0, "unsent": 0}
     started, seen, next_progress = time.monotonic(), 0, 100_000
     for batch in _lines(file, chunk):
         good = [(n, obj) for n, obj in batch if not isinstance(obj, BadLine)]
@@ -105,9 +112,9 @@ def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
             rate = seen / max(time.monotonic() - started, 1e-9)
             say(f"... {seen:,} lines ({rate:,.0f}/s)")
             next_progress += 100_000
-    summary = {k: v for k, v in totals.items() if k != "failed" or v}
+    summary = {k: v for k, v in totals.items() if k in ("accepted", "duplicates", "rejected") or v}
     emit(summary, "json")
-    if totals["failed"]:
+    if totals["unknown"] or totals["unsent"]:
         sys.exit(EXIT_BACKEND)
     if totals["rejected"]:
         sys.exit(EXIT_REJECTED)
@@ -149,7 +156,8 @@ def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_s
     if from_store:
         emit(stored_journey(store_for(cfg), tenant, campaign, job, user), fmt)
     else:
-        emit(live_journey(counters_for(cfg), store_for(cfg, must_exist=False), tenant, campaign, job, user), fmt)
+        emit(live_journey(counters_for(cfg), lambda: store_for(cfg, must_exist=False), tenant, campaign, job, user),
+             fmt)
 
 
 @main.command()
@@ -170,7 +178,7 @@ def demo(cfg: Config, users: int, seed: int, fmt: str) -> None:
     """
     from . import demo as d
 
-    counters = counters_for(cfg)
+    counters, _ = checked_writer(cfg)
     counters.load_script(d.TENANT, d.CAMPAIGN, d.demo_script())
     result = counters.record_many(d.demo_events(users, seed))
     say(f"demo: {result.accepted:,} events recorded, {result.duplicates:,} duplicates ignored "

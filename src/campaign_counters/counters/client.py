@@ -1,9 +1,10 @@
 """`Counters` (sync) and `AsyncCounters` (asyncio): the public realtime API.
 
-Both run the plans of `protocol` and differ only in how a batch reaches
-Redis.  Redis-py's own retries are disabled: a retried pipeline could apply
-an event twice, and numbers must be exact.  Callers that want retries resend
-events with ids, which makes resending safe.
+Both run the plans of `core` and differ only in how a batch reaches Redis.
+Redis-py's own retries are disabled: a retried pipeline could apply an event
+twice, and numbers must be exact. Callers that want retries resend events
+with ids, which makes resending safe; `record_safe` and `fire` do it for
+them through the local spool.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
+import time
 from typing import Any, Iterable, Mapping
 
 import hiredis
@@ -23,10 +26,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..connection import RedisTarget, parse_redis_url
-from ..errors import BackendError, CampaignCountersError
-from ..events import Event
+from ..errors import BackendError, CampaignCountersError, ValidationError
+from ..events import Event, parse_event
 from ..script import FlowGraph, ScriptCache
-from .core import FAILED, CountersCore, RecordResult, Settings
+from .core import SPOOLED, UNKNOWN, UNSENT, CountersCore, NotSent, RecordResult, Settings
+from .fire import Firer, with_id
+from .spool import Spool, default_spool_dir
 from .transport import Address, Plan, Receive, RefreshTopology, Send, call
 
 log = logging.getLogger(__name__)
@@ -37,11 +42,21 @@ def pack(cmds: list[tuple]) -> bytes:
     return b"".join(hiredis.pack_command(c) for c in cmds)
 
 
-def read_one(read: Any) -> Any:
+def read_one(conn: Any, deadline: float | None) -> Any:
+    """One reply (a Redis error reply as a value); the wait ends at `deadline` (monotonic) when given."""
+    sock = getattr(conn, "_sock", None) if deadline is not None else None
+    if sock is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RedisTimeoutError("budget spent before the reply came")
+        sock.settimeout(remaining)
     try:
-        return read()
+        return conn.read_response()
     except ResponseError as exc:
         return exc
+    finally:
+        if sock is not None and conn._sock is sock:
+            sock.settimeout(conn.socket_timeout)
 
 
 async def read_one_async(read: Any) -> Any:
@@ -55,22 +70,29 @@ class Held:
     """Connections held by one plan run for streamed sends (Send ... Receive).
 
     Replies are read in the order commands were written; a connection error
-    turns the unread replies of that node into that error, and a connection
-    released with replies unread is closed rather than returned dirty.
+    turns the unread replies of that node into that error (`NotSent` when no
+    connection could be made: those commands certainly did not run), and a
+    connection released with replies unread is closed rather than returned
+    dirty. With a `deadline`, no read waits beyond it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None) -> None:
         self.conns: dict[Address, tuple[Any, Any]] = {}  # addr -> (pool, connection)
         self.sent: dict[Address, int] = {}
         self.errors: dict[Address, Exception] = {}
+        self.deadline = deadline
 
     def send(self, addr: Address, cmds: list[tuple], pool: Any) -> None:
         self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
         if addr in self.errors:
             return
-        try:
-            if addr not in self.conns:
+        if addr not in self.conns:
+            try:
                 self.conns[addr] = (pool, pool.get_connection())
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.errors[addr] = NotSent(f"{type(exc).__name__}: {exc}")
+                return
+        try:
             self.conns[addr][1].send_packed_command([pack(cmds)], check_health=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
@@ -79,9 +101,13 @@ class Held:
         self.sent[addr] = self.sent.get(addr, 0) + len(cmds)
         if addr in self.errors:
             return
-        try:
-            if addr not in self.conns:
+        if addr not in self.conns:
+            try:
                 self.conns[addr] = (pool, await pool.get_connection())
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.errors[addr] = NotSent(f"{type(exc).__name__}: {exc}")
+                return
+        try:
             await self.conns[addr][1].send_packed_command([pack(cmds)], check_health=False)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
@@ -90,7 +116,7 @@ class Held:
         n, out = self.sent[addr], []
         try:
             while addr not in self.errors and len(out) < n:
-                out.append(read_one(self.conns[addr][1].read_response))
+                out.append(read_one(self.conns[addr][1], self.deadline))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self.errors[addr] = exc
         del self.sent[addr]  # only now: a read cut short leaves the connection marked dirty
@@ -133,12 +159,19 @@ def first_answer(replies: Iterable[Any]) -> Any:
             return reply
         last = reply
     raise last or BackendError("no cluster node to ask for the topology")
+
+
 _NO_RETRY = dict(retry=Retry(NoBackoff(), 0), retry_on_error=[])
 
 
 def _target(url: str | None, client: Any) -> RedisTarget:
     if url is None and client is None:
         raise BackendError("give a Redis URL or a client")
+    if client is not None:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        if kwargs.get("decode_responses"):
+            raise ValidationError("client", "must be made with decode_responses=False: campaign-counters reads "
+                                            "binary values (msgpack records, fingerprints)")
     return parse_redis_url(url) if url is not None else RedisTarget(url="<client>")
 
 
@@ -146,14 +179,23 @@ class _Base(CountersCore):
     _module: Any
 
     def __init__(self, url: str | None = None, *, client: Any = None, settings: Settings | None = None,
-                 script_cache: ScriptCache | None = None, socket_timeout: float | None = 5.0) -> None:
+                 script_cache: ScriptCache | None = None, socket_timeout: float | None = 5.0,
+                 socket_connect_timeout: float | None = 5.0, spool: Spool | str | None = None) -> None:
         self.target = _target(url, client)
         super().__init__(self.target.cluster, settings, script_cache)
         self._socket_timeout = socket_timeout
+        self._connect_timeout = socket_connect_timeout
         self._clients: dict[Address, Any] = {}
-        self._twin: Any = None
+        self._twins: dict[float, Any] = {}
+        self._spool_arg = spool
+        self._spool: Spool | None = None
+        self._firer: Firer | None = None
+        self._fire_lock = threading.Lock()
+        self.max_in_flight = 10_000  # fired events queued or being sent; more go straight to the spool
         if client is not None:
             self._clients[None] = client
+
+    # -- connections -------------------------------------------------------------
 
     def _pool_class(self) -> tuple[Any, dict[str, Any]]:
         return self._module.ConnectionPool, {}
@@ -162,7 +204,8 @@ class _Base(CountersCore):
         c = self._clients.get(addr)
         if c is None:
             pool_class, pool_opts = self._pool_class()
-            opts = dict(decode_responses=False, socket_timeout=self._socket_timeout, **_NO_RETRY, **pool_opts)
+            opts = dict(decode_responses=False, socket_timeout=self._socket_timeout,
+                        socket_connect_timeout=self._connect_timeout, **_NO_RETRY, **pool_opts)
             if addr is None:
                 pool = pool_class.from_url(self.target.url, **opts)
             else:
@@ -177,15 +220,89 @@ class _Base(CountersCore):
     def _wrap(self, exc: RedisError) -> BackendError:
         return BackendError(f"Redis at {self.target.redacted()} failed: {type(exc).__name__}: {exc}")
 
+    def _bounded(self, seconds: float, sync: bool = False) -> Any:
+        """This client on connections of its own whose network waits (connect, handshake)
+        take at most half of `seconds` each; `sync`: as a `Counters` (the fire sender's).
+
+        A shallow copy: routing, caches and stats are shared. A client made
+        around a given redis client has no URL to open more connections with,
+        so it is used as it is (None for a sync twin of an asyncio one).
+        """
+        if self.target.url == "<client>":
+            return self if not sync or isinstance(self, Counters) else None
+        key = (seconds, sync)
+        twin = self._twins.get(key)
+        if twin is None:
+            twin = copy.copy(self)
+            twin._clients, twin._twins, twin._firer = {}, {}, None
+            twin._socket_timeout = twin._connect_timeout = seconds / 2
+            if sync:
+                twin.__class__ = Counters  # same state, sync I/O
+            self._twins[key] = twin
+        return twin
+
+    # -- the spool and fire ----------------------------------------------------------
+
+    @property
+    def spool(self) -> Spool:
+        """Where undeliverable events wait (made on first use)."""
+        if self._spool is None:
+            arg = self._spool_arg
+            self._spool = arg if isinstance(arg, Spool) else Spool(arg or default_spool_dir())
+        return self._spool
+
+    def _firer_for(self) -> Firer:
+        with self._fire_lock:
+            if self._firer is None:
+                sender = self._bounded(self.settings.send_timeout, sync=True)
+                self._firer = Firer(sender, self.spool, self.max_in_flight, self.stats, self._count_invalid)
+            return self._firer
+
+    def _count_invalid(self, field: str) -> None:
+        self.stats.setdefault("invalid:" + field, 0)
+        self.stats["invalid:" + field] += 1
+
+    def fire(self, event: Event | Mapping[str, Any]) -> None:
+        """Fire and forget: returns at once, never raises, never blocks; safe from any thread.
+
+        A background thread sends fired events in batches (what is fired
+        within `settings.fire_window`, or while the previous batch is on its
+        way). Events without an id get a deterministic one. What cannot be
+        delivered (Redis down or slow beyond `settings.send_timeout`, its data
+        lost, more than `max_in_flight` events waiting) is written to the
+        local spool and replayed when Redis takes batches again; invalid
+        events are counted in `stats` and dropped.
+        """
+        self._firer_for().fire(event)
+
+    def _spooled(self, ev: Event, outcome: str) -> str:
+        """Keep an event that was not delivered; the outcome to report for it."""
+        kept = self.spool.append([ev])
+        self.stats["spooled"] = self.stats.get("spooled", 0) + kept
+        return outcome if outcome == UNKNOWN else SPOOLED
+
+    def spool_replay(self) -> dict[str, int]:
+        """Send every event of the spool directory now; counts per outcome (undelivered stay spooled)."""
+        sender = self._bounded(self.settings.send_timeout, sync=True)
+        if sender is None:
+            raise BackendError("replaying the spool needs a client made from a URL")
+        return self.spool.replay(lambda evs: sender.record_many(evs).outcomes)
+
 
 class Counters(_Base):
     """Synchronous client; thread-safe as redis-py's connection pool is."""
 
     _module = redis
 
-    def _pipeline(self, addr: Address, cmds: list[tuple]) -> list[Any]:
+    def __enter__(self) -> "Counters":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _pipeline(self, addr: Address, cmds: list[tuple], deadline: float | None = None) -> list[Any]:
         """Send a batch on a connection of its own and read the raw replies (errors in place)."""
-        own = Held()
+        own = Held(deadline)
         try:
             own.send(addr, cmds, self._client(addr).connection_pool)
             return own.read(addr)
@@ -203,12 +320,13 @@ class Counters(_Base):
             finally:
                 held.release()
         if isinstance(request, RefreshTopology):
-            return first_answer(self._pipeline(a, [CLUSTER_SLOTS])[0] for a in self._refresh_sources())
-        return {addr: self._pipeline(addr, cmds) for addr, cmds in request.by_node.items()}
+            return first_answer(self._pipeline(a, [CLUSTER_SLOTS], held.deadline)[0]
+                                for a in self._refresh_sources())
+        return {addr: self._pipeline(addr, cmds, held.deadline) for addr, cmds in request.by_node.items()}
 
-    def _run(self, plan: Plan) -> Any:
+    def _run(self, plan: Plan, deadline: float | None = None) -> Any:
         """Drive a plan; an I/O error is thrown into it where it asked, so a plan may recover."""
-        held, reply, error = Held(), None, None
+        held, reply, error = Held(deadline), None, None
         try:
             while True:
                 request = plan.throw(error) if error is not None else plan.send(reply)
@@ -224,83 +342,113 @@ class Counters(_Base):
             held.release()
 
     def record(self, event: Event | Mapping[str, Any]) -> str:
-        """Apply one event: 'applied' or 'duplicate'; raises on bad input or failure."""
+        """Apply one event: 'applied' or 'duplicate'.
+
+        Raises ValidationError (bad input, or refused by Redis with a reason),
+        TenantMismatch (another tenant's campaign), BackendError (Redis failed:
+        the event may or may not have been applied; with an id, sending it
+        again is safe).
+        """
         return self._run(self.plan_record(event))
 
     def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> RecordResult:
-        """Apply events in pipelines; bad events are reported, not raised."""
+        """Apply events in pipelines; bad events and Redis failures are reported in the result, not raised."""
         return self._run(self.plan_record_many(events))
 
     def record_safe(self, event: Event | Mapping[str, Any]) -> str:
-        """For the chat service: never raises, returns the outcome ('failed' on any error).
+        """For the chat service: never raises, returns within `settings.timeout` (50 ms by default).
 
-        Runs on connections whose every network wait is bounded by
-        `settings.timeout` (50 ms by default), whatever `socket_timeout` the
-        client was made with.
+        Outcomes: 'applied', 'duplicate', 'rejected' (invalid, or refused by
+        Redis), 'unknown' (sent, no reply in time: it may have been applied)
+        or 'spooled' (not sent). Unknown and spooled events are kept in the
+        local spool and replayed; an event without an id is given a
+        deterministic one first, so the replay cannot count it twice.
         """
         try:
-            return self._budgeted()._run(self.plan_record_many([event])).outcomes[0]
+            ev = with_id(event if isinstance(event, Event) else parse_event(event))
+        except ValidationError as exc:
+            self.stats["rejected"] += 1
+            self._count_invalid(exc.field)
+            return "rejected"
+        deadline = time.monotonic() + self.settings.timeout
+        try:
+            outcome = self._bounded(self.settings.timeout)._run(self.plan_record_many([ev]), deadline).outcomes[0]
         except (RedisError, CampaignCountersError, OSError) as exc:
-            self.stats["failed"] += 1
-            log.warning("record_safe failed: %s", type(exc).__name__)
-            return FAILED
-
-    def _budgeted(self) -> "Counters":
-        """This client on connections of its own with the fire-and-forget timeout.
-
-        A shallow copy: routing, caches and stats are shared, only the
-        connections differ. A client built around a given redis client has
-        no URL to open more connections with, so it is used as it is.
-        """
-        if self.target.url == "<client>":
-            return self
-        if self._twin is None:
-            twin = copy.copy(self)
-            twin._clients, twin._socket_timeout = {}, self.settings.timeout
-            self._twin = twin
-        return self._twin
+            log.warning("record_safe: %s", type(exc).__name__)
+            self.stats["unknown"] += 1
+            outcome = UNKNOWN
+        if outcome in (UNKNOWN, UNSENT):
+            return self._spooled(ev, outcome)
+        return outcome
 
     def load_script(self, tenant: str, campaign: str, script: Any) -> FlowGraph:
+        """Register or replace a campaign's flow graph; returns it parsed.
+
+        Raises ScriptError (malformed script), TenantMismatch (the campaign is
+        bound to another tenant), BackendError (Redis failed or lost its data).
+        """
         return self._run(self.plan_load_script(tenant, campaign, script))
 
     def report(self, tenant: str, campaign: str, job: str | None = None) -> dict[str, Any]:
+        """The live report of a campaign (or one job). NotFound for another tenant's campaign or an unknown job."""
         return self._run(self.plan_report(tenant, campaign, job))
 
-    def journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> dict[str, Any]:
-        return self._run(self.plan_journey(tenant, campaign, job, user, with_ids))
+    def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
+        """One user's journey through a job, live. NotFound when the user has no events in the job."""
+        return self._run(self.plan_journey(tenant, campaign, job, user))
 
     def run(self, plan: Plan) -> Any:
-        """Run a plan of `protocol`/`maintenance` (used by the persistence jobs)."""
+        """Run a plan of `core`/`maintenance` (used by the persistence jobs)."""
         return self._run(plan)
 
     def set_timezone(self, tenant: str, tz: str) -> None:
+        """Set a tenant's IANA timezone (its days, overviews and nightly run follow it)."""
         self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))
 
-    def close(self) -> None:
-        if self._twin is not None:
-            self._twin.close()
-            self._twin = None
+    def initialize(self) -> str:
+        """The epoch marker, created when Redis holds none (a new deployment)."""
+        current = self._run(self.plan_read_epoch())
+        if not current:
+            current = self._run(self.plan_create_epoch()) or self._run(self.plan_read_epoch())
+        self.epoch = current
+        return current
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until fired events were sent or spooled; False when `timeout` ran out first."""
+        return self._firer.flush(timeout) if self._firer is not None else True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what was fired (within `timeout`; the rest is spooled), then close connections."""
+        if self._firer is not None:
+            self._firer.close(timeout)
+            self._firer = None
+        for twin in self._twins.values():
+            twin.close(0)
+        self._twins = {}
         for c in self._clients.values():
             c.close()
             c.connection_pool.disconnect()
         self._clients.clear()
+        if self._spool is not None:
+            self._spool.close()
 
 
 class AsyncCounters(_Base):
-    """asyncio client over redis.asyncio, with the same keys, scripts and parsing."""
+    """asyncio client over redis.asyncio, with the same keys, scripts and parsing.
+
+    `fire` shares the sync client's sender thread, so it never needs the
+    event loop and is safe from any thread.
+    """
 
     _module = aredis
 
     max_connections = 100  # per Redis node; concurrent calls beyond it wait for a free connection
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._background: set[asyncio.Task] = set()
-        self.max_in_flight = 10000  # fired events queued or being sent; more are dropped (and counted)
-        self._fired: list[Event | Mapping[str, Any]] = []
-        self._fired_sending = 0
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._sender: asyncio.Task | None = None
+    async def __aenter__(self) -> "AsyncCounters":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
 
     def _pool_class(self) -> tuple[Any, dict[str, Any]]:
         """A blocking pool: redis.asyncio's default pool fails at its 100th concurrent
@@ -349,91 +497,76 @@ class AsyncCounters(_Base):
             await held.release_async()
 
     async def record(self, event: Event | Mapping[str, Any]) -> str:
+        """Apply one event: 'applied' or 'duplicate'; raises as `Counters.record` does."""
         return await self._run(self.plan_record(event))
 
     async def record_many(self, events: Iterable[Event | Mapping[str, Any]]) -> RecordResult:
+        """Apply events in pipelines; bad events and Redis failures are reported in the result."""
         return await self._run(self.plan_record_many(events))
 
     async def record_safe(self, event: Event | Mapping[str, Any], timeout: float | None = None) -> str:
-        """Never raises and never waits beyond `timeout` (default settings.timeout)."""
+        """Never raises and never waits beyond `timeout` (default settings.timeout); outcomes as
+        `Counters.record_safe` (unknown and spooled events are kept in the local spool)."""
         try:
-            result = await asyncio.wait_for(
-                self._run(self.plan_record_many([event])), timeout or self.settings.timeout
-            )
-            return result.outcomes[0]
+            ev = with_id(event if isinstance(event, Event) else parse_event(event))
+        except ValidationError as exc:
+            self.stats["rejected"] += 1
+            self._count_invalid(exc.field)
+            return "rejected"
+        try:
+            result = await asyncio.wait_for(self._run(self.plan_record_many([ev])), timeout or self.settings.timeout)
+            outcome = result.outcomes[0]
         except (asyncio.TimeoutError, RedisError, CampaignCountersError, OSError) as exc:
-            self.stats["failed"] += 1
-            log.warning("record_safe failed: %s", type(exc).__name__)
-            return FAILED
-
-    def fire(self, event: Event | Mapping[str, Any]) -> None:
-        """Fire and forget: returns at once, never raises; failures are counted in `stats`.
-
-        Fired events are sent by one background sender, in `record_many`
-        batches: what is fired within `settings.fire_window` (2 ms), or while
-        the previous batch is on its way, goes in one script call per
-        campaign, so under load a call's fixed cost is shared by many events.
-        Beyond `max_in_flight` events waiting or being sent, events are
-        dropped and counted as failed (the nightly reconcile repairs them).
-        """
-        if len(self._fired) + self._fired_sending >= self.max_in_flight:
-            self.stats["failed"] += 1
-            return
-        self._fired.append(event)
-        if self._sender is not None:
-            return  # the running sender takes it with its next batch
-        if len(self._fired) >= self.settings.script_batch or self.settings.fire_window <= 0:
-            self._start_sender()
-        elif self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(self.settings.fire_window, self._start_sender)
-
-    def _start_sender(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        if self._sender is None and self._fired:
-            self._sender = asyncio.get_running_loop().create_task(self._send_fired())
-            self._background.add(self._sender)
-            self._sender.add_done_callback(self._background.discard)
-
-    async def _send_fired(self) -> None:
-        """Send fired events until none are left; each batch is a record_many whose network
-        waits are bounded by the client's socket timeout (nobody awaits it)."""
-        try:
-            while self._fired:
-                batch, self._fired = self._fired[:self.settings.chunk], self._fired[self.settings.chunk:]
-                self._fired_sending = len(batch)
-                try:
-                    await self._run(self.plan_record_many(batch))
-                except (RedisError, CampaignCountersError, OSError) as exc:
-                    self.stats["failed"] += len(batch)
-                    log.warning("fire: %d event(s) failed: %s", len(batch), type(exc).__name__)
-                finally:
-                    self._fired_sending = 0
-        finally:
-            self._sender = None
-
-    async def drain(self) -> None:
-        """Send what was fired and wait for it (e.g. on shutdown)."""
-        self._start_sender()
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+            log.warning("record_safe: %s", type(exc).__name__)
+            self.stats["unknown"] += 1
+            outcome = UNKNOWN
+        if outcome in (UNKNOWN, UNSENT):
+            return self._spooled(ev, outcome)
+        return outcome
 
     async def load_script(self, tenant: str, campaign: str, script: Any) -> FlowGraph:
+        """Register or replace a campaign's flow graph; raises as `Counters.load_script` does."""
         return await self._run(self.plan_load_script(tenant, campaign, script))
 
     async def report(self, tenant: str, campaign: str, job: str | None = None) -> dict[str, Any]:
+        """The live report of a campaign (or one job); NotFound as `Counters.report`."""
         return await self._run(self.plan_report(tenant, campaign, job))
 
-    async def journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> dict[str, Any]:
-        return await self._run(self.plan_journey(tenant, campaign, job, user, with_ids))
+    async def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
+        """One user's journey through a job, live; NotFound as `Counters.journey`."""
+        return await self._run(self.plan_journey(tenant, campaign, job, user))
 
     async def set_timezone(self, tenant: str, tz: str) -> None:
+        """Set a tenant's IANA timezone."""
         await self._run(call(self.router, [self.set_timezone_cmd(tenant, tz)]))
 
-    async def close(self) -> None:
-        await self.drain()
+    async def initialize(self) -> str:
+        """The epoch marker, created when Redis holds none (a new deployment)."""
+        current = await self._run(self.plan_read_epoch())
+        if not current:
+            current = await self._run(self.plan_create_epoch()) or await self._run(self.plan_read_epoch())
+        self.epoch = current
+        return current
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until fired events were sent or spooled, without blocking the loop; False on timeout."""
+        if self._firer is None:
+            return True
+        return await asyncio.to_thread(self._firer.flush, timeout)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Send what was fired (within `timeout`; the rest is spooled), then close connections."""
+        if self._firer is not None:
+            firer, self._firer = self._firer, None
+            await asyncio.to_thread(firer.close, timeout)
+        for twin in self._twins.values():
+            twin.close(0)
+        self._twins = {}
         for c in self._clients.values():
             await c.aclose()
             await c.connection_pool.disconnect()
         self._clients.clear()
+        if self._spool is not None:
+            self._spool.close()
+
+    close = aclose

@@ -8,15 +8,17 @@ they perform I/O.
 from __future__ import annotations
 
 import copy
+import logging
+import secrets
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any, Iterable, Iterator, Mapping
 from zoneinfo import ZoneInfo
 
 import msgpack
-
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
@@ -26,14 +28,21 @@ from ..script import FlowGraph, ScriptCache, parse_script
 from ..timezones import parse_zone, zone_or_utc
 from .keys import KeySchema
 from .records import (
-    APPLIED_CODE, DUPLICATE_CODE, FOREIGN_CODE, UserState, find_record, journal_page, journey_step,
-    parse_counters, parse_names, record_call, rejection_of, sum_counters,
+    APPLIED_CODE, DUPLICATE_CODE, FOREIGN_CODE, NO_EPOCH_CODE, OTHER_EPOCH_CODE, RecordOptions, UserState,
+    find_record, parse_counters, parse_names, record_call, rejection_of, split_reply, sum_counters,
 )
-from .transport import Cmd, LuaScript, Plan, Router, Streamed, as_dict, call, execute, receive_streamed, send_streamed
+from .transport import (
+    Cmd, LuaScript, Plan, RefreshTopology, Router, Streamed, as_dict, call, execute, receive_streamed, send_streamed,
+)
 
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
+log = logging.getLogger(__name__)
 
-APPLIED, DUPLICATE, REJECTED, FAILED = "applied", "duplicate", "rejected", "failed"
+APPLIED, DUPLICATE, REJECTED, UNKNOWN, UNSENT = "applied", "duplicate", "rejected", "unknown", "unsent"
+SPOOLED = "spooled"  # record_safe: not sent, kept in the local spool
+LOST = ("Redis lost its data (its epoch marker is gone): nothing is recorded until the report store's copy of "
+        "scripts, campaign owners and timezones is restored into it; the scheduler does this on its next tick, "
+        "as does any campaign-counters command with a report store (e.g. `campaign-counters health`)")
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,16 @@ class Settings:
 
     id_ttl: int = 2 * 86400  # how long an event id is remembered for de-duplication
     day_ttl: int = 40 * 86400  # how long per-day HyperLogLogs live
-    journal: bool = True  # keep interactions in a stream for journeys and snapshots
-    timeout: float = 0.05  # budget of a fire-and-forget call, seconds
-    fire_window: float = 0.002  # AsyncCounters.fire waits this long to gather events into one call (0: send at once)
+    journeys: bool = True  # keep journey steps and log changed users for snapshots
+    timeout: float = 0.05  # budget of a record_safe call, seconds (every network wait included)
+    send_timeout: float = 1.0  # budget of each network wait of the fire() sender and spool replays
+    fire_window: float = 0.002  # fire() waits this long to gather events into one call (0: send at once)
     chunk: int = 5000  # events per pipeline in record_many
     script_batch: int = 500  # events of one campaign per script call (bounds how long Redis is busy)
     tz_ttl: float = 300.0  # how long a tenant's timezone is cached
+    max_choices: int = 256  # distinct choices counted per node; more are counted as "(other)"
+    max_days: int = 400  # distinct local days with per-day counts per campaign
+    init_epoch: bool = True  # a client meeting a Redis without epoch marker for the first time creates one
 
 
 @dataclass
@@ -64,28 +77,49 @@ class Rejection:
 class _InFlight:
     """A chunk whose script calls were written and whose replies are unread."""
 
-    members: list[list[int]] = field(default_factory=list)  # event indexes per script call
-    expiring: dict[str, str] = field(default_factory=dict)  # day HLL key -> campaign, to EXPIRE
+    members: list[list[tuple[int, Event]]] = field(default_factory=list)  # events per script call
     streamed: Streamed | None = None
 
 
 @dataclass
 class RecordResult:
-    """Outcome of a batch: counts plus where and why events were not applied."""
+    """Outcome of a batch: counts plus where and why events were not applied.
+
+    `unknown`: sent, but no reply came (the event may have been applied;
+    sending it again with the same id is safe). `unsent`: certainly not
+    applied (Redis unreachable, or it lost its data).
+    """
 
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
-    failed: int = 0
+    unknown: int = 0
+    unsent: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
 
+    @property
+    def failed(self) -> int:
+        """Events not known to be applied or refused: unknown + unsent."""
+        return self.unknown + self.unsent
+
     def summary(self) -> dict[str, int]:
         out = {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
-        if self.failed:
-            out["failed"] = self.failed
+        if self.unknown:
+            out["unknown"] = self.unknown
+        if self.unsent:
+            out["unsent"] = self.unsent
         return out
+
+
+def new_epoch() -> str:
+    """A fresh epoch marker: when it began, and 48 random bits."""
+    return f"{int(time.time())}-{secrets.token_hex(6)}"
+
+
+class NotSent(RedisConnectionError):
+    """A connection could not be made: the commands meant for it were certainly not run."""
 
 
 class CountersCore:
@@ -97,9 +131,14 @@ class CountersCore:
         self.router = Router(cluster=cluster)
         self.scripts = script_cache or ScriptCache()
         self._tz: dict[str, tuple[float, ZoneInfo]] = {}
-        self._expiring: set[str] = set()  # day HLL keys this client already gave a TTL
         self._days: dict[str, tuple[int, int, str]] = {}
-        self.stats: dict[str, int] = {"applied": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+        self._options = self._record_options()
+        self.epoch = ""  # the epoch marker this client saw last ('': none yet)
+        self.stats: dict[str, int] = dict.fromkeys(("applied", "duplicates", "rejected", "unknown", "unsent"), 0)
+
+    def _record_options(self) -> bytes:
+        s = self.settings
+        return RecordOptions(s.id_ttl, s.journeys, s.day_ttl, s.max_choices, s.max_days).packed()
 
     # -- recording -----------------------------------------------------------
 
@@ -129,21 +168,24 @@ class CountersCore:
             self._tz[tenant] = (now, zone_or_utc(name))
             self._days.pop(tenant, None)
 
-    def plan_record_many(self, items: Iterable[Event | Mapping[str, Any]]) -> Plan:
+    def plan_record_many(self, items: Iterable[Event | Mapping[str, Any]],
+                         fingerprints: Mapping[int, bytes] | None = None) -> Plan:
         """Validate, then apply in pipelines; never raises for a bad event.
 
         Chunks overlap: the next chunk is validated while Redis runs the
         calls of the previous one, whose replies are read only then.
+        `fingerprints` (event index -> fingerprint) stand in for the ids of
+        replayed repair-tail events.
         """
         result = RecordResult()
         invalid: dict[str, int] = {}  # field -> events that failed validation
         flight: _InFlight | None = None
         for batch in self._validated(items, result, invalid):
             if flight is not None:
-                yield from self._collect(flight, result)
-            flight = yield from self._send(batch, result)
+                yield from self._collect(flight, result, fingerprints)
+            flight = yield from self._send(batch, result, fingerprints)
         if flight is not None:
-            yield from self._collect(flight, result)
+            yield from self._collect(flight, result, fingerprints)
         if invalid:
             # Counted for `health`; best effort: a failure here never fails the batch.
             key = self.keys.input_rejections()
@@ -175,56 +217,132 @@ class CountersCore:
         if batch:
             yield batch
 
-    def _send(self, batch: list[tuple[int, Event]], result: RecordResult) -> Plan:
-        """Write a chunk's script calls (one per campaign and `script_batch` events)."""
+    def _calls(self, batch: list[tuple[int, Event]], flight: _InFlight,
+               fingerprints: Mapping[int, bytes] | None) -> Iterator[Cmd]:
+        """record.lua calls for a chunk, one per campaign and `script_batch` events, built one at a time
+        (each is written to Redis while the next is being built)."""
+        groups: dict[str, list[tuple[int, Event]]] = {}
+        for item in batch:
+            groups.setdefault(item[1].campaign, []).append(item)
+        for campaign, items in groups.items():
+            for start in range(0, len(items), self.settings.script_batch):
+                part = items[start:start + self.settings.script_batch]
+                flight.members.append(part)
+                fps = [fingerprints[i] for i, _ in part] if fingerprints is not None else None
+                yield record_call(self.keys, campaign, [ev for _, ev in part], self.local_day, self._options,
+                                  self.epoch, fps)
+
+    def _send(self, batch: list[tuple[int, Event]], result: RecordResult,
+              fingerprints: Mapping[int, bytes] | None) -> Plan:
+        """Write a chunk's script calls without waiting for their replies."""
         try:
             yield from self._load_timezones(ev.tenant for _, ev in batch)
         except RedisError as exc:
             for i, _ in batch:
-                result.failed += 1
-                result.outcomes[i] = FAILED
-                result.errors.append((i, f"{type(exc).__name__}: {exc}"))
+                self._failed(result, i, exc, sent=False)
             return None
-        groups: dict[str, list[tuple[int, Event]]] = {}
-        for item in batch:
-            groups.setdefault(item[1].campaign, []).append(item)
         flight = _InFlight()
-
-        def commands() -> Iterator[Cmd]:
-            # Built one script call at a time: each is written to Redis while
-            # the next is being built.
-            for campaign, items in groups.items():
-                for start in range(0, len(items), self.settings.script_batch):
-                    part = items[start:start + self.settings.script_batch]
-                    flight.members.append([i for i, _ in part])
-                    yield record_call(self.keys, campaign, [ev for _, ev in part], self.local_day,
-                                      self.settings.id_ttl, self.settings.journal, flight.expiring,
-                                      self._expiring)
-            yield from (Cmd(c, ("EXPIRE", key, self.settings.day_ttl)) for key, c in list(flight.expiring.items()))
-
-        flight.streamed = yield from send_streamed(self.router, commands())
+        flight.streamed = yield from send_streamed(self.router, self._calls(batch, flight, fingerprints))
         return flight
 
-    def _collect(self, flight: "_InFlight", result: RecordResult) -> Plan:
-        """Read the replies of a chunk's calls into `result`."""
+    def _collect(self, flight: "_InFlight | None", result: RecordResult,
+                 fingerprints: Mapping[int, bytes] | None) -> Plan:
+        """Read the replies of a chunk's calls into `result`.
+
+        Calls refused for the epoch marker are sent once more after
+        `_settle_epoch` allowed it (nothing of them was applied).
+        """
+        if flight is None:
+            return
+        again = yield from self._read(flight, result, settle=True)
+        if again:
+            retry = _InFlight()
+            retry.streamed = yield from send_streamed(self.router, self._calls(again, retry, fingerprints))
+            yield from self._read(retry, result, settle=False)
+
+    def _read(self, flight: _InFlight, result: RecordResult, settle: bool) -> Plan:
+        """Replies into `result`; returns the events to send again after the epoch was settled."""
         replies = yield from receive_streamed(self.router, flight.streamed)
-        n_record = len(flight.members)
-        for key, reply in zip(flight.expiring, replies[n_record:]):
-            if reply == 1:
-                self._expiring.add(key)
-        if len(self._expiring) > 100_000:
-            self._expiring.clear()
-        for indexes, reply in zip(flight.members, replies):
-            codes = [reply] * len(indexes) if isinstance(reply, Exception) else reply
-            for i, code in zip(indexes, codes):
+        again: list[tuple[int, Event]] = []
+        allowed: bool | None = None if settle else False
+        for part, reply in zip(flight.members, replies):
+            if isinstance(reply, Exception):
+                for i, _ in part:
+                    self._failed(result, i, reply, sent=not isinstance(reply, NotSent))
+                continue
+            codes, epoch = split_reply(reply)
+            if codes[0] in (NO_EPOCH_CODE, OTHER_EPOCH_CODE):
+                if allowed is None:
+                    allowed = yield from self._settle_epoch(codes[0], epoch)
+                if allowed:
+                    again += part
+                else:
+                    for i, _ in part:
+                        self._failed(result, i, BackendError(LOST), sent=False)
+                continue
+            self.epoch = epoch
+            for (i, _), code in zip(part, codes):
                 self._outcome(result, i, code)
+        return again
+
+    def _settle_epoch(self, code: int, epoch: str) -> Plan:
+        """After a call refused for the epoch: True when the calls may be sent again."""
+        if code == OTHER_EPOCH_CODE:
+            log.warning("Redis epoch changed from %s to %s: Redis was restored or replaced", self.epoch, epoch)
+            self.epoch = epoch
+            return True
+        if self.epoch or not self.settings.init_epoch:
+            return False  # this client saw the marker before: Redis lost its data
+        created = yield from self.plan_create_epoch()
+        self.epoch = created or ""
+        return created is not None
+
+    def plan_read_epoch(self) -> Plan:
+        """The epoch marker: its value when every node agrees, '' when none holds one.
+
+        On Redis Cluster one slot per node is read (a node that lost its data
+        lost every slot's marker). BackendError when only some nodes hold it
+        or they disagree.
+        """
+        if self.router.cluster:
+            if not self.router.slot_per_node():
+                self.router.update((yield RefreshTopology()))
+            keys = [self.keys.slot_index_key("epoch", slot) for slot in self.router.slot_per_node()]
+        else:
+            keys = [self.keys.epoch()]
+        values = yield from call(self.router, [Cmd(None, ("GET", k)) for k in keys])
+        found = {v.decode() for v in values if v is not None}
+        if not found:
+            return ""
+        if len(found) > 1 or None in values:
+            raise BackendError(f"{sum(v is not None for v in values)} of {len(values)} Redis Cluster nodes hold "
+                               "the epoch marker: a node lost its data (`campaign-counters health` tells more)")
+        return found.pop()
+
+    def plan_set_epoch(self, value: str, only_if_absent: bool = False) -> Plan:
+        """Write the epoch marker into every slot (NX: only where there is none)."""
+        keys = self.keys.all_index_keys("epoch") if self.router.cluster else [self.keys.epoch()]
+        extra = ("NX",) if only_if_absent else ()
+        yield from call(self.router, [Cmd(None, ("SET", k, value, *extra)) for k in keys])
+
+    def plan_create_epoch(self) -> Plan:
+        """Start an epoch where Redis holds none (SET NX on every slot); the marker Redis holds then."""
+        value = new_epoch()
+        yield from self.plan_set_epoch(value, only_if_absent=True)
+        current = yield from self.plan_read_epoch()
+        return current or None
+
+    def _failed(self, result: RecordResult, i: int, exc: Exception, sent: bool) -> None:
+        if sent:
+            result.unknown += 1
+            result.outcomes[i] = UNKNOWN
+        else:
+            result.unsent += 1
+            result.outcomes[i] = UNSENT
+        result.errors.append((i, f"{type(exc).__name__}: {exc}"))
 
     def _outcome(self, result: RecordResult, i: int, code: Any) -> None:
-        if isinstance(code, Exception):
-            result.failed += 1
-            result.outcomes[i] = FAILED
-            result.errors.append((i, f"{type(code).__name__}: {code}"))
-        elif code == APPLIED_CODE:
+        if code == APPLIED_CODE:
             result.accepted += 1
             result.outcomes[i] = APPLIED
         elif code == DUPLICATE_CODE:
@@ -240,7 +358,8 @@ class CountersCore:
         self.stats["applied"] += result.accepted
         self.stats["duplicates"] += result.duplicates
         self.stats["rejected"] += result.rejected
-        self.stats["failed"] += result.failed
+        self.stats["unknown"] += result.unknown
+        self.stats["unsent"] += result.unsent
 
     def plan_record(self, item: Event | Mapping[str, Any]) -> Plan:
         """One event; bad input and Redis failures raise."""
@@ -257,7 +376,9 @@ class CountersCore:
 
     # -- scripts ---------------------------------------------------------------
 
-    def plan_load_script(self, tenant: str, campaign: str, script: Any) -> Plan:
+    def plan_load_script(self, tenant: str, campaign: str, script: Any, restore: bool = False) -> Plan:
+        """Register or replace a campaign's flow graph (`restore`: written back from the
+        report store after Redis lost its data; the given owner wins)."""
         check_id("tenant", tenant)
         check_id("campaign", campaign)
         graph = script if isinstance(script, FlowGraph) else parse_script(script)
@@ -272,12 +393,17 @@ class CountersCore:
             ]
         )
         k = self.keys
-        keys = (k.meta(campaign), k.script(campaign), k.registry(campaign), k.names(campaign))
-        argv = (tenant, campaign, graph.raw, graph.sha, payload)
+        keys = (k.meta(campaign), k.script(campaign), k.registry(campaign), k.names(campaign), k.epoch(campaign),
+                k.dirty(campaign))
+        argv = (tenant, campaign, graph.raw, graph.sha, payload, "restore" if restore else "")
         cmd = Cmd(campaign, ("EVALSHA", LOAD_SCRIPT.sha, len(keys), *keys, *argv), LOAD_SCRIPT)
         (reply,) = yield from call(self.router, [cmd])
+        if reply == NO_EPOCH_CODE and (yield from self._settle_epoch(reply, "")):
+            (reply,) = yield from call(self.router, [cmd])
         self.scripts.invalidate(campaign)
-        if reply == -1:
+        if reply == NO_EPOCH_CODE:
+            raise BackendError(LOST)
+        if reply == FOREIGN_CODE:
             raise TenantMismatch(campaign)
         self.scripts.put(campaign, graph)
         return graph
@@ -311,7 +437,6 @@ class CountersCore:
         """A twin writing to the campaign's shadow keys (same slots, same connections)."""
         twin = copy.copy(self)
         twin.keys = self.keys.shadow()
-        twin.settings = replace(self.settings, id_ttl=3600)
         twin.stats = dict.fromkeys(self.stats, 0)
         return twin
 
@@ -335,7 +460,10 @@ class CountersCore:
         return meta, replies[1:]
 
     def plan_report(self, tenant: str, campaign: str, job: str | None = None) -> Plan:
-        """Read in O(nodes x jobs): a job's counters, or every job's plus corrections."""
+        """Read in O(nodes x jobs): a job's counters, or every job's plus corrections.
+
+        NotFound for another tenant's campaign, or a job without events.
+        """
         if job is not None:
             check_id("job", job)
         k = self.keys
@@ -346,13 +474,8 @@ class CountersCore:
             if job not in jobs:
                 raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
             jobs = [job]
-        cmds = [Cmd(campaign, ("HGETALL", k.counters(campaign, j))) for j in jobs]
-        cmds += [Cmd(campaign, ("XINFO", "STREAM", k.journal(campaign, j))) for j in jobs]
-        replies = yield from execute(self.router, cmds)
-        for reply in replies[:len(jobs)]:
-            if isinstance(reply, Exception):
-                raise reply
-        parts = [as_dict(r) for r in replies[:len(jobs)]]
+        parts = [as_dict(r) for r in (yield from call(self.router, [
+            Cmd(campaign, ("HGETALL", k.counters(campaign, j))) for j in jobs]))]
         campaign_fields = as_dict(camp_raw)
         if job is None:
             parts.append(campaign_fields)
@@ -361,17 +484,15 @@ class CountersCore:
         status = own.get(b"status") or campaign_fields.get(b"status")
         agg.status = status.decode() if status else None
         changed = [int(own[b"updated_at"])] if b"updated_at" in own else []
-        for info in replies[len(jobs):]:
-            if not isinstance(info, Exception):
-                last = as_dict(info).get(b"last-generated-id", b"0-0")
-                changed.append(int(last.split(b"-")[0]))
+        changed += [int(meta[b"t:" + j.encode()]) for j in jobs if b"t:" + j.encode() in meta]
         agg.updated_at_ms = max(changed) if changed and max(changed) else None
         sha = meta.get(b"script_sha")
         graph = yield from self._graph(campaign, sha)
         return build_report(tenant, campaign, job, agg, graph)
 
-    def plan_journey(self, tenant: str, campaign: str, job: str, user: str, with_ids: bool = False) -> Plan:
-        """Summary from the user's record, path from the journal (what is not yet persisted)."""
+    def plan_journey(self, tenant: str, campaign: str, job: str, user: str) -> Plan:
+        """One user's journey in a job, from the user's record: O(the user's steps), one round trip
+        plus one for node names. NotFound when the user has no events in the job."""
         check_id("job", job)
         k = self.keys
         reads = [
@@ -383,26 +504,17 @@ class CountersCore:
         if record is None:
             raise NotFound(f"user {user!r} has no events in job {job!r}")
         state = UserState.from_record(record)
-        names: dict[int, str] = {}
-        if state.exit:
-            (name,) = yield from call(self.router, [Cmd(campaign, ("HGET", k.names(campaign), state.exit))])
-            if name:
-                names[state.exit] = name.decode()
-        steps = []
-        cursor, count = "-", 1
-        while True:
-            page = yield from self.plan_journal_page(campaign, job, cursor, count)
-            steps += [s for s in page.steps if s["user"] == user and s["type"] == "i"]
-            if page.entries < count:
-                break
-            cursor, count = "(" + str(page.last), page.next_count()
-        steps.sort(key=lambda s: s["ts_ms"])  # stable: ties stay in arrival (journal) order
-        path = [journey_step(s, with_ids) for s in steps]
-        return {"tenant": tenant, "campaign": campaign, "job": job, "user": user,
-                "journey_path": path, **state.summary(names)}
+        names = yield from self.plan_node_names(campaign, state.node_indexes())
+        return {"tenant": tenant, "campaign": campaign, "job": job, "user": user, **state.journey(names)}
 
-    def plan_journal_page(self, campaign: str, job: str, start: str = "-", count: int = 1) -> Plan:
-        """Up to `count` entries of a job's journal from `start`, oldest first, as steps."""
-        key = self.keys.journal(campaign, job)
-        (entries,) = yield from call(self.router, [Cmd(campaign, ("XRANGE", key, start, "+", "COUNT", count))])
-        return journal_page(entries)
+    def plan_node_names(self, campaign: str, indexes: Iterable[int]) -> Plan:
+        """index -> node id for some node indexes (BackendError for an index without a name)."""
+        wanted = sorted(indexes)
+        if not wanted:
+            return {}
+        (raw,) = yield from call(self.router, [Cmd(campaign, ("HMGET", self.keys.names(campaign), *wanted))])
+        missing = [i for i, n in zip(wanted, raw) if n is None]
+        if missing:
+            raise BackendError(f"Redis lost part of campaign {campaign!r}: node #{missing[0]} has no name "
+                               "(was a key evicted? check `campaign-counters health`)")
+        return {i: n.decode() for i, n in zip(wanted, raw)}

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from redis.crc import key_slot
 
-PREFIX = "cc:v1:"
+PREFIX = "cc:v2:"  # v2: de-duplication in user records, journeys in user records, change log
 CAMPAIGN_SCOPE = "*"  # not a valid job id, so it never clashes with a job
 
 
@@ -74,11 +74,25 @@ class KeySchema:
     def counters(self, campaign: str, job: str | None = None) -> str:
         return self.campaign(campaign) + "c:" + (job or CAMPAIGN_SCOPE)
 
-    def journal(self, campaign: str, job: str) -> str:
-        return self.campaign(campaign) + "jr:" + job
+    def ids(self, campaign: str) -> str:
+        """Hash bucket -> fingerprints of the event ids remembered for de-duplication (see record.lua)."""
+        return self.campaign(campaign) + "ids"
 
-    def idempotency(self, campaign: str, event_id: str) -> str:
-        return self.campaign(campaign) + "id:" + event_id
+    def change_log(self, campaign: str) -> str:
+        """String of user names (each followed by \\x1f) whose state changed since the last snapshot began."""
+        return self.campaign(campaign) + "log"
+
+    def frozen_log(self, campaign: str) -> str:
+        """The change log a snapshot is persisting (kept until it finished)."""
+        return self.campaign(campaign) + "log:s"
+
+    def repair_tail(self, campaign: str) -> str:
+        """Stream of events applied while a repair rebuilds the campaign beside its live keys."""
+        return self.campaign(campaign) + "tail"
+
+    def lease(self, campaign: str) -> str:
+        """Who is snapshotting or repairing the campaign (a token with a short TTL)."""
+        return self.campaign(campaign) + "lease"
 
     def day_users(self, campaign: str, day: str, kind: str) -> str:
         """HyperLogLog of users of one local day; kind is a(ny), s(ent) or i(nteracted)."""
@@ -105,6 +119,15 @@ class KeySchema:
             raise ValueError("a campaign is needed to name a slot-split index")
         return f"{self.prefix}{self.namespace}{name}:{{{_slot_tags()[slot_of(campaign)]}}}"
 
+    def epoch(self, campaign: str | None = None) -> str:
+        """The epoch marker: set when the deployment's Redis state begins (or is restored).
+
+        A missing marker means Redis lost its data. Split per cluster slot so
+        the record script of any campaign can check it; a repair's shadow keys
+        (another namespace) share the live marker.
+        """
+        return KeySchema(self.cluster, self.prefix)._indexed("epoch", campaign)
+
     def registry(self, campaign: str | None = None) -> str:
         """Hash campaign -> tenant."""
         return self._indexed("registry", campaign)
@@ -114,12 +137,16 @@ class KeySchema:
         return self._indexed("dirty", campaign)
 
     def rejected(self, campaign: str | None = None) -> str:
-        """Hash campaign -> events the record script rejected (another tenant's, closed, too many nodes)."""
+        """Hash `campaign\\x1fcode` -> events the record script rejected with that code."""
         return self._indexed("rejected", campaign)
 
     def input_rejections(self) -> str:
         """Hash field -> events rejected by validation before reaching a campaign's keys."""
         return f"{self.prefix}{self.namespace}rejected-input"
+
+    def slot_index_key(self, name: str, slot: int) -> str:
+        """The part of a slot-split index that lives in `slot` (Redis Cluster only)."""
+        return f"{self.prefix}{self.namespace}{name}:{{{_slot_tags()[slot]}}}"
 
     def all_index_keys(self, name: str) -> list[str]:
         """Every key of a slot-split index, to read it whole."""
@@ -128,11 +155,11 @@ class KeySchema:
         return [f"{self.prefix}{self.namespace}{name}:{{{tag}}}" for tag in _slot_tags()]
 
     def state_keys(self, campaign: str, jobs: list[str], days: list[str]) -> list[str]:
-        """Every key holding a campaign's realtime state (not its id marks)."""
-        keys = [self.meta(campaign), self.script(campaign), self.names(campaign), self.users(campaign),
-                self.counters(campaign)]
+        """Every key holding a campaign's realtime state, meta and campaign counters first."""
+        keys = [self.meta(campaign), self.counters(campaign), self.script(campaign), self.names(campaign),
+                self.users(campaign), self.ids(campaign), self.change_log(campaign), self.frozen_log(campaign)]
         for job in jobs:
-            keys += [self.counters(campaign, job), self.journal(campaign, job)]
+            keys.append(self.counters(campaign, job))
         for day in days:
             keys += [self.day_users(campaign, day, kind) for kind in "asi"]
         return keys
@@ -140,6 +167,10 @@ class KeySchema:
     def tenants(self) -> str:
         """Hash tenant -> IANA timezone."""
         return f"{self.prefix}tenants"
+
+    def spool_status(self) -> str:
+        """Hash client (host:pid) -> JSON of its local spool: events waiting, oldest, overflowed."""
+        return f"{self.prefix}spool"
 
     def nightly_done(self) -> str:
         """Hash tenant -> the last local day (ISO) whose nightly job was enqueued."""

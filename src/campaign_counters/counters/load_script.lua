@@ -8,17 +8,24 @@
 -- Node indexes are allocated once per node id and never reused: user records
 -- store indexes, so they must outlive reloads.
 --
--- KEYS: 1 meta  2 script  3 registry  4 names
+-- KEYS: 1 meta  2 script  3 registry  4 names  5 epoch marker  6 dirty index
 -- ARGV: 1 tenant  2 campaign  3 script JSON  4 sha
 --       5 msgpack {node ids, start id, end ids, edges {{src, dst}...},
 --                  unique predecessor map, unique labelled source map}
--- Returns 1, or -1 when the campaign belongs (or belonged) to another tenant.
+--       6 'restore': written back from the report store's durable copy after
+--         Redis lost its data; the stored owner wins and no marker is needed.
+-- Returns 1, -1 when the campaign belongs (or belonged) to another tenant, or
+-- -4 when Redis holds no epoch marker (it lost its data: the campaign's
+-- binding must be restored before anything is written for it).
+-- The campaign is marked changed, so the next snapshot persists the script.
 
 local META = KEYS[1]
+local restoring = ARGV[6] == 'restore'
+if not restoring and not redis.call('GET', KEYS[5]) then return -4 end
 -- The registry outlives a campaign's expired keys, so the binding does too;
 -- for its own tenant, loading the script reopens a closed campaign.
 local owner = redis.call('HGET', META, 'tenant') or redis.call('HGET', KEYS[3], ARGV[2])
-if owner and owner ~= ARGV[1] then return -1 end
+if owner and owner ~= ARGV[1] and not restoring then return -1 end
 redis.call('HSET', META, 'tenant', ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 
@@ -67,4 +74,10 @@ for key, src in pairs(p[6]) do
 end
 redis.call('HSET', META, 'graph', cmsgpack.pack({ARGV[4], derived, p[1]}), 'script_sha', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3])
+if not redis.call('HGET', META, 'dirty') then
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+  redis.call('HSET', META, 'dirty', now)
+  redis.call('ZADD', KEYS[6], 'NX', now, ARGV[2])
+end
 return 1

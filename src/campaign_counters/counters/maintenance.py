@@ -7,15 +7,21 @@ key name itself.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .keys import CAMPAIGN_SCOPE
 from .core import CountersCore
-from .records import parse_names
+from .keys import CAMPAIGN_SCOPE
+from .records import REJECTION_NAMES, parse_names, parse_rejections, split_log, tail_events
 from .transport import Cmd, LuaScript, Plan, as_dict, call
 
 SWAP = LuaScript.load("swap.lua")
+BEGIN_SNAPSHOT = LuaScript.load("begin_snapshot.lua")
+END_SNAPSHOT = LuaScript.load("end_snapshot.lua")
+RENEW_LEASE = LuaScript.load("renew_lease.lua")
+RELEASE_LEASE = LuaScript.load("release_lease.lua")
+LOG_CHUNK = 1 << 20  # bytes of the change log read per round trip
 
 
 @dataclass
@@ -26,9 +32,12 @@ class CampaignMeta:
     names: dict[int, str] = field(default_factory=dict)
     completed_at: int | None = None  # set while the campaign's latest status is COMPLETED
     expiring: bool = False  # its keys were given a retention TTL
+    days: list[str] = field(default_factory=list)  # local days with per-day keys (yyyymmdd)
+    script_sha: str | None = None
 
 
 def campaign_meta(p: CountersCore, campaign: str) -> Plan:
+    """A campaign's meta hash and node names (tenant None: nothing live in Redis)."""
     raw, names = yield from call(p.router, [
         Cmd(campaign, ("HGETALL", p.keys.meta(campaign))),
         Cmd(campaign, ("HGETALL", p.keys.names(campaign))),
@@ -38,6 +47,11 @@ def campaign_meta(p: CountersCore, campaign: str) -> Plan:
     for f, v in raw.items():
         if f.startswith(b"j:"):
             meta.jobs[f[2:].decode()] = int(v)
+        elif f.startswith(b"d:"):
+            meta.days.append(f[2:].decode())
+    meta.days.sort()
+    if b"script_sha" in raw:
+        meta.script_sha = raw[b"script_sha"].decode()
     if b"completed_at" in raw:
         meta.completed_at = int(raw[b"completed_at"])
     meta.expiring = b"expiring" in raw
@@ -52,39 +66,72 @@ def user_records(p: CountersCore, campaign: str, users: list[str]) -> Plan:
     return raw
 
 
-def _next_sid(sid: str) -> str:
-    ms, _, seq = sid.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"
+@dataclass
+class SnapshotStart:
+    """What `begin_snapshot` saw: the repair generation, and since when changes were pending (ms, 0: none)."""
+
+    rgen: int
+    pending_since: int
 
 
-def trim_journal(p: CountersCore, campaign: str, job: str, last_sid: str) -> Plan:
-    """Drop journal entries up to and including `last_sid` (they are persisted)."""
-    (removed,) = yield from call(
-        p.router, [Cmd(campaign, ("XTRIM", p.keys.journal(campaign, job), "MINID", _next_sid(last_sid)))]
-    )
-    return removed
+def begin_snapshot(p: CountersCore, campaign: str) -> Plan:
+    """Freeze the change log for a snapshot; events recorded from now on go to the next one."""
+    k = p.keys
+    keys = (k.meta(campaign), k.change_log(campaign), k.frozen_log(campaign))
+    (reply,) = yield from call(p.router, [Cmd(campaign, ("EVALSHA", BEGIN_SNAPSHOT.sha, 3, *keys), BEGIN_SNAPSHOT)])
+    return SnapshotStart(int(reply[0]), int(reply[1]))
 
 
-def pending_changes(p: CountersCore, campaign: str) -> Plan:
+def changed_users(p: CountersCore, campaign: str, chunk: int = LOG_CHUNK) -> Plan:
+    """The users the frozen change log lists, each once, in log order (read sequentially, in chunks)."""
+    key = p.keys.frozen_log(campaign)
+    seen: dict[str, None] = {}
+    carry, start = b"", 0
+    while True:
+        (data,) = yield from call(p.router, [Cmd(campaign, ("GETRANGE", key, start, start + chunk - 1))])
+        names, carry = split_log(data, carry)
+        seen.update(dict.fromkeys(names))
+        if len(data) < chunk:
+            return list(seen)
+        start += chunk
+
+
+def end_snapshot(p: CountersCore, campaign: str, rgen: int) -> Plan:
+    """Drop the persisted change log unless a repair swapped in new state since `begin_snapshot`; True if dropped."""
+    k = p.keys
+    keys = (k.meta(campaign), k.frozen_log(campaign), k.dirty(campaign))
+    (reply,) = yield from call(p.router, [Cmd(campaign, ("EVALSHA", END_SNAPSHOT.sha, 3, *keys, campaign, rgen),
+                                              END_SNAPSHOT)])
+    return reply == 1
+
+
+def take_lease(p: CountersCore, campaign: str, token: str, ms: int) -> Plan:
+    """Take the campaign's lease (snapshots and repairs hold it); False when someone else holds it."""
+    (reply,) = yield from call(p.router, [Cmd(campaign, ("SET", p.keys.lease(campaign), token, "NX", "PX", ms))])
+    return reply is not None
+
+
+def renew_lease(p: CountersCore, campaign: str, token: str, ms: int) -> Plan:
+    """Extend our lease; False when it expired or someone else holds it."""
+    cmd = Cmd(campaign, ("EVALSHA", RENEW_LEASE.sha, 1, p.keys.lease(campaign), token, ms), RENEW_LEASE)
+    (reply,) = yield from call(p.router, [cmd])
+    return reply == 1
+
+
+def release_lease(p: CountersCore, campaign: str, token: str) -> Plan:
+    """Release our lease (a lease someone else took meanwhile is left alone)."""
+    cmd = Cmd(campaign, ("EVALSHA", RELEASE_LEASE.sha, 1, p.keys.lease(campaign), token), RELEASE_LEASE)
+    yield from call(p.router, [cmd])
+
+
+def pending_since(p: CountersCore, campaign: str) -> Plan:
+    """Since when the campaign has changes no snapshot has begun to persist (ms; 0: none)."""
     (score,) = yield from call(p.router, [Cmd(campaign, ("ZSCORE", p.keys.dirty(campaign), campaign))])
     return int(float(score)) if score is not None else 0
 
 
-def settle(p: CountersCore, campaign: str, seen: int) -> Plan:
-    """Subtract the changes a snapshot covered; drop marks that reach zero.
-
-    Changes recorded while the snapshot ran keep the mark positive, so they
-    are picked up by the next tick.
-    """
-    key = p.keys.dirty(campaign)
-    yield from call(p.router, [
-        Cmd(campaign, ("ZINCRBY", key, -seen, campaign)),
-        Cmd(campaign, ("ZREMRANGEBYSCORE", key, "-inf", 0)),
-    ])
-
-
 def dirty_campaigns(p: CountersCore) -> Plan:
-    """[(campaign, tenant, pending changes)] over every slot of the index."""
+    """[(campaign, tenant, pending since: ms)] over every slot of the index."""
     keys = p.keys.all_index_keys("dirty")
     cmds = [Cmd(_route(k) if p.router.cluster else None, ("ZRANGE", k, 0, -1, "WITHSCORES")) for k in keys]
     replies = yield from call(p.router, cmds)
@@ -125,22 +172,47 @@ def keep_campaign(p: CountersCore, campaign: str, jobs: list[str]) -> Plan:
                                Cmd(campaign, ("HDEL", p.keys.meta(campaign), "expiring"))])
 
 
-def swap_in(p: CountersCore, shadow: CountersCore, campaign: str, jobs: list[str], days: list[str]) -> Plan:
+def begin_repair(p: CountersCore, campaign: str, ms: int) -> Plan:
+    """From now on (for `ms`), events applied to the campaign are also appended to its repair tail."""
+    k = p.keys
+    yield from call(p.router, [Cmd(campaign, ("DEL", k.repair_tail(campaign))),
+                               Cmd(campaign, ("HSET", k.meta(campaign), "repairing", _now_ms() + ms))])
+
+
+def end_repair(p: CountersCore, campaign: str) -> Plan:
+    """Stop appending to the repair tail and drop it (a repair that gave up)."""
+    k = p.keys
+    yield from call(p.router, [Cmd(campaign, ("HDEL", k.meta(campaign), "repairing")),
+                               Cmd(campaign, ("DEL", k.repair_tail(campaign)))])
+
+
+def read_tail(p: CountersCore, campaign: str, after: str) -> Plan:
+    """Repair-tail events after entry `after` ('0-0': all) as (events, fingerprints, last entry id or None)."""
+    start = "-" if after == "0-0" else f"({after}"
+    (entries,) = yield from call(p.router, [Cmd(campaign, ("XRANGE", p.keys.repair_tail(campaign), start, "+"))])
+    return tail_events(campaign, entries)
+
+
+def swap_in(p: CountersCore, shadow: CountersCore, campaign: str, jobs: list[str], days: list[str],
+            last_tail: str) -> Plan:
     """Atomically replace a campaign's state with its shadow copy (one Lua call, one slot).
 
     Readers see the old state or the new one, never a mix. The live status
-    and completion mark are kept when the shadow has none.
+    and completion mark are kept when the shadow has none. False (nothing
+    changed) when events reached the repair tail after `last_tail`.
     """
     live = p.keys.state_keys(campaign, jobs, days)
     copy = shadow.keys.state_keys(campaign, jobs, days)
-    keys = [k for pair in zip(copy, live) for k in pair]
-    (reply,) = yield from call(p.router, [Cmd(campaign, ("EVALSHA", SWAP.sha, len(keys), *keys), SWAP)])
+    keys = [p.keys.repair_tail(campaign), *(k for pair in zip(copy, live) for k in pair)]
+    (reply,) = yield from call(p.router, [Cmd(campaign, ("EVALSHA", SWAP.sha, len(keys), *keys, last_tail), SWAP)])
+    if reply != 1:
+        return False
     yield from call(p.router, [
         Cmd(campaign, ("ZREM", shadow.keys.dirty(campaign), campaign)),
         Cmd(campaign, ("HDEL", shadow.keys.registry(campaign), campaign)),
-        Cmd(campaign, ("ZINCRBY", p.keys.dirty(campaign), 1, campaign)),
+        Cmd(campaign, ("ZADD", p.keys.dirty(campaign), "NX", _now_ms(), campaign)),
     ])
-    return reply
+    return True
 
 
 def merge_tenant_days(p: CountersCore, shadow: CountersCore, tenant: str, campaign: str, days: list[str]) -> Plan:
@@ -182,7 +254,7 @@ def drop_campaign(p: CountersCore, campaign: str) -> Plan:
     cmds = [Cmd(campaign, ("DEL", *keys[i:i + 500])) for i in range(0, len(keys), 500)]
     cmds += [Cmd(campaign, ("HDEL", p.keys.registry(campaign), campaign)),
              Cmd(campaign, ("ZREM", p.keys.dirty(campaign), campaign)),
-             Cmd(campaign, ("HDEL", p.keys.rejected(campaign), campaign))]
+             Cmd(campaign, ("HDEL", p.keys.rejected(campaign), *(f"{campaign}\x1f{-code}" for code in REJECTION_NAMES)))]
     yield from call(p.router, cmds)
     return len(keys)
 
@@ -192,6 +264,12 @@ def registry(p: CountersCore) -> Plan:
     keys = p.keys.all_index_keys("registry")
     replies = yield from call(p.router, [Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys])
     return {c.decode(): t.decode() for reply in replies for c, t in as_dict(reply).items()}
+
+
+def registry_owner(p: CountersCore, campaign: str) -> Plan:
+    """The tenant the registry binds a campaign to (it outlives the campaign's keys), or None."""
+    (owner,) = yield from call(p.router, [Cmd(campaign, ("HGET", p.keys.registry(campaign), campaign))])
+    return owner.decode() if owner is not None else None
 
 
 def tenant_campaigns(p: CountersCore, tenant: str) -> Plan:
@@ -208,6 +286,34 @@ def all_tenants(p: CountersCore) -> Plan:
     for tenant, zone in as_dict(zones).items():
         tenants[tenant.decode()] = zone.decode()
     return tenants
+
+
+def script_source(p: CountersCore, campaign: str) -> Plan:
+    """The campaign's script JSON as stored (None without one)."""
+    (raw,) = yield from call(p.router, [Cmd(campaign, ("GET", p.keys.script(campaign)))])
+    return raw.decode() if raw is not None else None
+
+
+def restore_campaign(p: CountersCore, campaign: str, tenant: str, script: str | None, closed: bool) -> Plan:
+    """Write a campaign's binding (and script) back into a Redis that lost them.
+
+    A closed campaign gets its registry entry only (events for it stay
+    refused); an open one its script, or without one its owner, so events
+    for it count again.
+    """
+    cmds = [Cmd(campaign, ("HSET", p.keys.registry(campaign), campaign, tenant))]
+    if not closed and script is None:
+        cmds.append(Cmd(campaign, ("HSET", p.keys.meta(campaign), "tenant", tenant)))
+    yield from call(p.router, cmds)
+    if not closed and script is not None:
+        yield from p.plan_load_script(tenant, campaign, script, restore=True)
+
+
+def restore_timezones(p: CountersCore, zones: dict[str, str]) -> Plan:
+    """Write tenant timezones back into Redis."""
+    if zones:
+        yield from call(p.router, [Cmd(None, ("HSET", p.keys.tenants(), *(x for kv in sorted(zones.items())
+                                                                          for x in kv)))])
 
 
 def nightly_done(p: CountersCore) -> Plan:
@@ -254,13 +360,23 @@ def tenant_day_users(p: CountersCore, tenant: str, day: str) -> Plan:
 
 
 def rejected_counts(p: CountersCore) -> Plan:
-    """Rejected events: {"by_campaign": rejected by the record script (another tenant's,
-    closed, too many nodes), "by_field": failed validation in record_many/record_safe}."""
+    """Rejected events: {"by_campaign" and "by_reason": refused by the record script (another
+    tenant's, closed, too many nodes), "by_field": failed validation before reaching Redis}."""
     keys = p.keys.all_index_keys("rejected")
     replies = yield from call(p.router, [
         *(Cmd(_route(k) if p.router.cluster else None, ("HGETALL", k)) for k in keys),
         Cmd(None, ("HGETALL", p.keys.input_rejections())),
     ])
-    by_campaign = {c.decode(): int(n) for reply in replies[:-1] for c, n in as_dict(reply).items()}
+    by_campaign: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for reply in replies[:-1]:
+        for campaign, reason, n in parse_rejections(as_dict(reply)):
+            by_campaign[campaign] = by_campaign.get(campaign, 0) + n
+            by_reason[reason] = by_reason.get(reason, 0) + n
     by_field = {f.decode(): int(n) for f, n in as_dict(replies[-1]).items()}
-    return {"by_campaign": dict(sorted(by_campaign.items())), "by_field": dict(sorted(by_field.items()))}
+    return {"by_campaign": dict(sorted(by_campaign.items())), "by_reason": dict(sorted(by_reason.items())),
+            "by_field": dict(sorted(by_field.items()))}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,17 +1,20 @@
 """The Python side of record.lua: its arguments in, and what it stores and returns out.
 
-The layouts (the msgpack argument, return codes, user records, journal
-entries, counters hashes) are defined by record.lua; changing the script
-means checking this one file. Shared by live reads, snapshots and repairs.
+The layouts (the msgpack arguments, return codes, user records with their
+journey steps and id fingerprints, the change log, the repair tail, counters
+hashes) are defined by record.lua; changing the script means checking this
+one file. Shared by live reads, snapshots and repairs.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import msgpack
 
+from ..errors import BackendError
 from ..events import Event
 from ..reports import Aggregate
 from ..script import SEP
@@ -22,20 +25,23 @@ RECORD = LuaScript.load("record.lua")
 
 FLAG_TARGETED, FLAG_SENT, FLAG_INTERACTED, FLAG_COMPLETED = 1, 2, 4, 8
 
-JOURNAL_PAGE = 5000  # journal steps a live journey reads per round trip
-JOURNAL_WIDTH = 7  # values per event in a journal entry (see record.lua)
-
 TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
+TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
+WIRE_WIDTH = 13  # values per event in record.lua's events argument
+TAIL_WIDTH = 11  # values per event in a repair tail entry
+FINGERPRINT_BYTES = 9  # 72 bits: see `fingerprint`
 
 # Codes record.lua returns per event.
 APPLIED_CODE, DUPLICATE_CODE = 1, 0
 FOREIGN_CODE, TOO_MANY_NODES_CODE, CLOSED_CODE = -1, -2, -3
+NO_EPOCH_CODE, OTHER_EPOCH_CODE = -4, -5
 REJECTION_REASONS = {
     FOREIGN_CODE: ("campaign", "belongs to another tenant"),
     TOO_MANY_NODES_CODE: ("target", "campaign has too many distinct nodes (limit 4096)"),
     CLOSED_CODE: ("campaign", "is closed: it completed and its live data expired after the retention period "
                               "(its reports are in the store); load its script again to reopen it"),
 }
+REJECTION_NAMES = {FOREIGN_CODE: "other_tenant", TOO_MANY_NODES_CODE: "too_many_nodes", CLOSED_CODE: "closed"}
 
 
 def rejection_of(code: int) -> tuple[str, str]:
@@ -43,73 +49,136 @@ def rejection_of(code: int) -> tuple[str, str]:
     return REJECTION_REASONS.get(code, ("event", f"rejected by Redis ({code})"))
 
 
-def record_call(keys: KeySchema, campaign: str, events: list[Event], local_day: Callable[[str, int], str],
-                id_ttl: int, journal: bool, expiring: dict[str, str], known_expiring: set[str]) -> Cmd:
+def fingerprint(event_id: str) -> bytes:
+    """The 72-bit fingerprint by which record.lua remembers an event id (BLAKE2b).
+
+    An id is compared only with the entries of its bucket, which share its
+    last L bits (2**L buckets), so a new id is mistaken for a remembered one
+    with probability n_b / 2**(72 - L) for n_b entries in its bucket. A
+    campaign remembering 20 million ids (two days of 10 million events a day)
+    has L of about 21 and n_b at most a few dozen: under 2e-14 per event.
+    """
+    return hashlib.blake2b(event_id.encode(), digest_size=FINGERPRINT_BYTES).digest()
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """The record script's tunables (see `Settings`), packed once per client."""
+
+    id_ttl: int
+    journeys: bool
+    day_ttl: int
+    max_choices: int
+    max_days: int
+
+    def packed(self) -> bytes:
+        return msgpack.packb([self.id_ttl, 1 if self.journeys else 0, self.day_ttl, self.max_choices,
+                              self.max_days])
+
+
+def record_call(keys: KeySchema, campaign: str, events: Sequence[Event], local_day: Callable[[str, int], str],
+                options: bytes, epoch: str = "", fingerprints: Sequence[bytes] | None = None) -> Cmd:
     """One record.lua call for events of one campaign (see the script for the layout).
 
-    `local_day(tenant, ts_ms)` names an event's local day; day HyperLogLog
-    keys not in `known_expiring` are added to `expiring` (key -> campaign)
-    for the caller to EXPIRE. Runs for every event of a bulk load, so key
-    names are built once per job and day, not per event.
+    `local_day(tenant, ts_ms)` names an event's local day; `options` is
+    `RecordOptions.packed()`; `epoch` the marker the caller expects ('': any).
+    Fingerprints are taken from the events' ids unless given (a replay of
+    the repair tail). Runs for every event of a bulk load, so key names are
+    built once per job and day, not per event.
     """
     k = keys
     names = [k.meta(campaign), k.users(campaign), k.counters(campaign), k.dirty(campaign),
-             k.registry(campaign), k.names(campaign), k.rejected(campaign)]
+             k.registry(campaign), k.names(campaign), k.rejected(campaign), k.epoch(campaign),
+             k.change_log(campaign), k.repair_tail(campaign), k.ids(campaign)]
     jobs: dict[str, int] = {}
     days: dict[tuple[str, str], int] = {}
-    id_prefix = k.idempotency(campaign, "")
     values: list[Any] = []
-    for ev in events:
+    for i, ev in enumerate(events):
         tenant, job, etype = ev.tenant, ev.job, ev.type
         today = local_day(tenant, ev.ts_ms)
-        job_ref = day_ref = id_ref = 0
         if job:
             job_ref = jobs.get(job, 0)
             if not job_ref:
-                names += [k.counters(campaign, job), k.journal(campaign, job)]
-                job_ref = jobs[job] = len(names) - 1
+                names.append(k.counters(campaign, job))
+                job_ref = jobs[job] = len(names)
         else:
             job_ref = 3  # a status of the whole campaign
+        day_ref = 0
         if etype != "status":
             day_ref = days.get((today, tenant), 0)
             if not day_ref:
-                hlls = [k.day_users(campaign, today, "a"), k.day_users(campaign, today, "s"),
-                        k.day_users(campaign, today, "i"), k.tenant_day_users(tenant, today, campaign)]
-                expiring.update((key, campaign) for key in hlls if key not in known_expiring)
-                names += hlls
+                names += [k.day_users(campaign, today, "a"), k.day_users(campaign, today, "s"),
+                          k.day_users(campaign, today, "i"), k.tenant_day_users(tenant, today, campaign)]
                 day_ref = days[(today, tenant)] = len(names) - 3
-        if ev.id is not None:
-            names.append(id_prefix + ev.id)  # a repeated id gets its own slot: SET NX tells
-            id_ref = len(names)
+        if fingerprints is not None:
+            fp = fingerprints[i]
+        else:
+            fp = fingerprint(ev.id) if ev.id is not None else b""
         values += (TYPE_CODES[etype], tenant, job or "", ev.user or "", ev.ts_ms, ev.target or "",
-                   ev.choice or "", ev.node or "", ev.title or "", ev.status or "", today, job_ref, day_ref, id_ref)
-    argv = (campaign, id_ttl, 1 if journal else 0, msgpack.packb(values))
+                   ev.choice or "", ev.node or "", ev.status or "", today, job_ref, day_ref, fp)
+    argv = (campaign, epoch, options, msgpack.packb(values, use_bin_type=False))  # Redis's cmsgpack knows no bin
     return Cmd(campaign, ("EVALSHA", RECORD.sha, len(names), *names, *argv), RECORD)
 
 
-def journey_step(entry: Mapping[str, Any], with_id: bool = False) -> dict[str, Any]:
-    step = {"node": entry["target"], "choice": entry["choice"], "ts": entry["ts_ms"] / 1000}
-    if with_id:
-        step["sid"] = entry["sid"]
-    return step
+def split_reply(reply: list) -> tuple[list[int], str]:
+    """record.lua's reply: (one code per event, the epoch marker or '')."""
+    epoch = reply[-1]
+    return reply[:-1], epoch.decode() if isinstance(epoch, bytes) else str(epoch or "")
+
+
+def tail_events(campaign: str, entries: list) -> tuple[list[Event], list[bytes], str | None]:
+    """Repair tail entries as (events, their fingerprints, the last entry id)."""
+    events: list[Event] = []
+    fps: list[bytes] = []
+    last = None
+    for entry_id, fields in entries:
+        last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        values = msgpack.unpackb(as_dict(fields)[b"e"], raw=True)  # fingerprints are not text
+        for k in range(0, len(values), TAIL_WIDTH):
+            etype, tenant, job, user, ts, target, choice, node, status, _day, fp = values[k:k + TAIL_WIDTH]
+            text = [v.decode() or None for v in (job, user, target, choice, node, status)]
+            events.append(Event(TYPE_NAMES[etype.decode()], tenant.decode(), campaign, ts, text[0], text[1], None,
+                                text[2], text[3], text[4], None, text[5]))
+            fps.append(fp)
+    return events, fps, last
+
+
+def split_log(data: bytes, carry: bytes = b"") -> tuple[list[str], bytes]:
+    """User names in a chunk of the change log; the unfinished name at its end is carried over."""
+    data = carry + data
+    cut = data.rfind(b"\x1f")
+    if cut < 0:
+        return [], data
+    return [u.decode() for u in data[:cut].split(b"\x1f")], data[cut + 1:]
+
+
+def user_jobs(raw: bytes | None) -> list[list]:
+    """The job records inside a user's packed value (the header dropped)."""
+    if raw is None:
+        return []
+    # The header holds binary fingerprints: decoded leniently, and dropped.
+    return msgpack.unpackb(raw, unicode_errors="surrogateescape")[1:]
 
 
 def find_record(raw: bytes | None, job_index: bytes | int | None) -> list | None:
-    """The record of one job inside a user's packed records."""
+    """The record of one job inside a user's packed value."""
     if raw is None or job_index is None:
         return None
     ji = int(job_index)
-    return next((r for r in msgpack.unpackb(raw) if r[0] == ji), None)
+    return next((r for r in user_jobs(raw) if r[0] == ji), None)
 
 
 @dataclass
 class UserState:
+    """One user's state in one job, as its record keeps it."""
+
     flags: int
     first_ms: int
     sent_ms: int | None
     end_ms: int | None
     exit: int
     interactions: int
+    steps: list  # flat: ms after first_ms, node index, choice ('' for none), ...
 
     @classmethod
     def from_record(cls, r: list) -> "UserState":
@@ -121,6 +190,7 @@ class UserState:
             end_ms=first + r[4] if r[4] >= 0 else None,
             exit=r[5],
             interactions=r[6],
+            steps=r[9] if len(r) > 9 and r[9] else [],
         )
 
     @property
@@ -133,10 +203,21 @@ class UserState:
             return None
         return self.end_ms - (self.sent_ms if self.sent_ms is not None else self.first_ms)
 
-    def summary(self, names: Mapping[int, str]) -> dict[str, Any]:
-        """The journey fields that come from the record (DESIGN 3.3)."""
+    def node_indexes(self) -> set[int]:
+        """Indexes of the nodes the journey names (its steps' nodes and the exit)."""
+        out = set(self.steps[1::3])
+        if self.exit:
+            out.add(self.exit)
+        return out
+
+    def journey(self, names: Mapping[int, str]) -> dict[str, Any]:
+        """The journey: steps in time order (then arrival), completion, exit node, interactions."""
         ct = self.completion_ms
+        s, first = self.steps, self.first_ms
+        path = [{"node": names.get(s[i + 1], ""), "choice": s[i + 2] or None, "ts": (first + s[i]) / 1000}
+                for i in range(0, len(s), 3)]
         return {
+            "journey_path": path,
             "completed": self.completed,
             "exit_node": names.get(self.exit) if self.exit else None,
             "completion_time": ct / 1000 if ct is not None else None,
@@ -144,45 +225,11 @@ class UserState:
         }
 
 
-@dataclass
-class JournalPage:
-    """Steps of a run of journal entries; `last` is the id of the last entry read."""
-
-    steps: list[dict[str, Any]]
-    entries: int
-    last: str | None
-
-    def next_count(self, steps: int = JOURNAL_PAGE) -> int:
-        """How many entries the next page should ask for to hold about `steps` steps.
-
-        An entry is a batch of events (one for the chat service's calls, up to
-        a script call's worth for bulk loads), so pages are sized by what the
-        entries read so far held.
-        """
-        if not self.steps:
-            return steps
-        return max(1, steps * self.entries // len(self.steps))
-
-
-def journal_page(entries: list) -> JournalPage:
-    """Decode XRANGE entries; each holds a batch of events, one step per event.
-
-    A step's `sid` is `<entry id>.<position>`: unique, and in arrival order.
-    `type` is t(argeted), s(ent) or i(nteraction).
-    """
-    steps: list[dict[str, Any]] = []
-    last = None
-    for entry_id, fields in entries:
-        last = entry_id.decode()
-        values = msgpack.unpackb(as_dict(fields)[b"b"])
-        for k in range(0, len(values), JOURNAL_WIDTH):
-            user, ts_ms, etype, target, choice, node, title = values[k:k + JOURNAL_WIDTH]
-            steps.append({
-                "user": user, "ts_ms": ts_ms, "type": etype, "target": target or None,
-                "choice": choice or None, "node": node or None, "title": title or None,
-                "sid": f"{last}.{k // JOURNAL_WIDTH}",
-            })
-    return JournalPage(steps, len(entries), last)
+def parse_rejections(raw: Mapping[bytes, Any]) -> Iterator[tuple[str, str, int]]:
+    """(campaign, reason name, events) from the rejected-events index."""
+    for field, n in raw.items():
+        campaign, _, code = field.decode().rpartition("\x1f")
+        yield campaign, REJECTION_NAMES.get(-int(code), f"code {code}"), int(n)
 
 
 def parse_names(raw: Any) -> dict[int, str]:
@@ -204,22 +251,35 @@ def sum_counters(parts: Iterable[Mapping[bytes, bytes]]) -> dict[bytes, int]:
 
 
 def parse_counters(raw: Mapping[bytes, Any], names: Mapping[int, str]) -> Aggregate:
-    """Read a counters hash (one scope; nodes by index) into an Aggregate."""
+    """Read a counters hash (one scope; nodes by index) into an Aggregate.
+
+    BackendError when a node index has no name: the campaign's names hash is
+    gone (evicted, or lost with Redis data) while its counters remain.
+    """
     agg = Aggregate()
     simple = {
         b"target": "target", b"sent": "sent", b"interacted": "interacted", b"completed": "completed",
         b"interactions": "interactions", b"ct_ms": "completion_ms",
     }
+
+    def name(index: bytes) -> str:
+        found = names.get(int(index))
+        if found is None:
+            raise BackendError(f"Redis lost part of a campaign: node #{int(index)} has counters but no name "
+                               "(was a key evicted? check `campaign-counters health`); "
+                               "`campaign-counters reconcile --repair` rebuilds it from the history")
+        return found
+
     for f, v in raw.items():
         if f in simple:
             setattr(agg, simple[f], int(v))
         elif f.startswith(b"r:"):
-            agg.reached[names[int(f[2:])]] = int(v)
+            agg.reached[name(f[2:])] = int(v)
         elif f.startswith(b"k:"):
-            agg.continued[names[int(f[2:])]] = int(v)
+            agg.continued[name(f[2:])] = int(v)
         elif f.startswith(b"ch:"):
             node, _, choice = f[3:].decode().partition(SEP)
-            agg.choices.setdefault(names[int(node)], {})[choice] = int(v)
+            agg.choices.setdefault(name(node.encode()), {})[choice] = int(v)
     agg.reached = {n: c for n, c in agg.reached.items() if c}
     agg.continued = {n: c for n, c in agg.continued.items() if c}
     return agg

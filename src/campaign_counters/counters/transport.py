@@ -104,6 +104,14 @@ class Router:
         key = cmd.args[1]
         return self._slots[key_slot(key.encode() if isinstance(key, str) else key)]
 
+    def slot_per_node(self) -> list[int]:
+        """One slot served by each node (the first of its range), to reach every node once by key."""
+        first: dict[Address, int] = {}
+        for slot, addr in enumerate(self._slots):
+            if addr is not None and addr not in first:
+                first[addr] = slot
+        return sorted(first.values())
+
     def nodes(self) -> list[Address]:
         if not self.cluster:
             return [None]

@@ -14,13 +14,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
-from ..errors import NotFound
-from ..persist.snapshot import report_from_doc, snapshot_campaign
+from ..errors import NotFound, RepairRefused, TenantMismatch
+from ..persist import durable
+from ..persist.snapshot import Lease, report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
 from ..stores import ReportStore
 from .history import HistorySource, Progress
@@ -141,6 +142,9 @@ def reconcile(
                         result.drift.append({"campaign": campaign, "job": job, "metric": metric,
                                              "expected": want, "actual": got, "source": "snapshot"})
                         drifted.add(campaign)
+    if store is not None:
+        for campaign in sorted(set(truths) - drifted):
+            durable.clear_flag(store, campaign)  # exact: a Redis-loss or shrink flag no longer applies
     if repair and drifted:
         for campaign in sorted(drifted):
             if repair_campaign(counters, store, history, tenant, campaign):
@@ -173,34 +177,86 @@ def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: 
     return truths
 
 
+REPAIR_ROUNDS = 5  # tail replays before a repair gives up on a campaign that never stops changing
+REPAIR_WINDOW_MS = 30 * 60 * 1000  # how long events are tailed for a repair that dies
+LEASE_WAIT_S = 120.0  # how long a repair waits for a running snapshot of the campaign
+
+
 def repair_campaign(counters: Counters, store: ReportStore | None, history: HistorySource,
                     tenant: str, campaign: str) -> bool:
-    """Rebuild a campaign from its history beside the live keys, swap it in, re-snapshot."""
+    """Rebuild a campaign from its history beside the live keys, swap it in, re-snapshot.
+
+    Events recorded while the rebuild runs are applied to the live state and,
+    from the repair tail, to the rebuilt one (de-duplicated by id), so the
+    swapped-in state misses none of them; the swap happens only when the
+    tail holds nothing the rebuilt state lacks. The campaign's lease keeps
+    snapshots away from the swap and the re-snapshot. Raises TenantMismatch
+    for another tenant's campaign (live, closed, or known to the store),
+    RepairRefused when events keep arriving faster than the tail is applied.
+    """
     live = counters.run(m.campaign_meta(counters, campaign))
-    if live.tenant not in (None, tenant):
-        log.warning("not repairing %s: it belongs to another tenant", campaign)
-        return False
+    owners = {live.tenant, counters.run(m.registry_owner(counters, campaign)),
+              durable.owner_of(store, campaign) if store is not None else None} - {None}
+    if owners - {tenant}:
+        raise TenantMismatch(campaign)
     counters.run(counters.plan_timezone(tenant))
     try:
         graph = counters.run(counters.plan_graph(tenant, campaign))
     except NotFound:
         graph = None
-    events = list(history.events(tenant, {campaign}))
-    jobs = sorted({ev.job for ev in events if ev.job})
-    jobs = sorted(set(jobs) | set(live.jobs))
-    days = sorted({counters.local_day(tenant, ev.ts_ms) for ev in events}) if events else []
     shadow = counters.shadow()
-    counters.run(m.drop_shadow(shadow, campaign, jobs, days))
+    counters.run(m.begin_repair(counters, campaign, REPAIR_WINDOW_MS))
+    jobs: set[str] = set(live.jobs)
+    days: set[str] = set(live.days)
     try:
+        counters.run(m.drop_shadow(shadow, campaign, sorted(jobs), sorted(days)))
         if graph is not None:
             shadow.load_script(tenant, campaign, graph)
-        shadow.record_many(events)
-        counters.run(m.swap_in(counters, shadow, campaign, jobs, days))
-        counters.run(m.merge_tenant_days(counters, shadow, tenant, campaign, days))
+        count = 0
+        for chunk in _chunks(history.events(tenant, {campaign}), 50_000):
+            shadow.record_many(chunk)
+            count += len(chunk)
+        lease = Lease(counters, campaign)
+        deadline = time.monotonic() + LEASE_WAIT_S
+        while not lease.take():
+            if time.monotonic() > deadline:
+                raise RepairRefused(campaign, f"a snapshot of it held its lease for over {LEASE_WAIT_S:.0f} s")
+            time.sleep(0.2)
+        try:
+            last = "0-0"
+            for _ in range(REPAIR_ROUNDS):
+                events, fps, tail_last = counters.run(m.read_tail(counters, campaign, last))
+                if events:
+                    shadow.run(shadow.plan_record_many(events, dict(enumerate(fps))))
+                    last = tail_last or last
+                shadow_meta = counters.run(m.campaign_meta(shadow, campaign))
+                jobs |= set(shadow_meta.jobs)
+                days |= set(shadow_meta.days)
+                if counters.run(m.swap_in(counters, shadow, campaign, sorted(jobs), sorted(days), last)):
+                    break
+            else:
+                raise RepairRefused(campaign, f"events kept arriving while {REPAIR_ROUNDS} rounds of the repair "
+                                              "tail were applied; try again when the campaign is quieter")
+            counters.run(m.merge_tenant_days(counters, shadow, tenant, campaign, sorted(days)))
+            log.info("repaired %s/%s from %d history events", tenant, campaign, count)
+            if store is not None:
+                store.delete_journeys(tenant, campaign)
+                durable.clear_flag(store, campaign)
+                snapshot_campaign(counters, store, campaign, lease=lease)
+        finally:
+            lease.release()
     finally:
-        counters.run(m.drop_shadow(shadow, campaign, jobs, days))
-    log.info("repaired %s/%s from %d history events", tenant, campaign, len(events))
-    if store is not None:
-        store.delete_journeys(tenant, campaign)
-        snapshot_campaign(counters, store, campaign)
+        counters.run(m.end_repair(counters, campaign))
+        counters.run(m.drop_shadow(shadow, campaign, sorted(jobs), sorted(days)))
     return True
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

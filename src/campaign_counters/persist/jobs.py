@@ -15,6 +15,8 @@ from ..config import QUEUE_NAME, Config
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..stores import ReportStore, open_store
+from ..errors import SnapshotRefused
+from .durable import check_redis
 from .snapshot import snapshot_campaign
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,14 @@ def job_context() -> tuple[Counters, ReportStore, int]:
 
 
 def snapshot_job(tenant: str, campaign: str) -> dict[str, Any]:
-    """RQ entry point: persist one campaign (raises so that RQ retries)."""
+    """RQ entry point: persist one campaign (raises so that RQ retries; a refusal is a result, not a failure)."""
     counters, store, retention = job_context()
-    result = snapshot_campaign(counters, store, campaign, retention=retention)
+    check_redis(counters, store)
+    try:
+        result = snapshot_campaign(counters, store, campaign, retention=retention)
+    except SnapshotRefused as exc:
+        log.error("%s", exc)
+        return {"tenant": tenant, "campaign": campaign, "refused": exc.reason}
     if result.tenant != tenant:
         log.warning("snapshot of %s: tenant is %s, job said %s", campaign, result.tenant, tenant)
     return result.as_dict()

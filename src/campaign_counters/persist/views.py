@@ -1,7 +1,9 @@
 """Reads that combine Redis and the store, and reads from the store alone.
 
-A snapshot trims persisted steps from the Redis journal, so the live journey
-is the stored steps plus the journal's tail, merged by journal id.
+Live journeys come from Redis whole (a user's record holds every step), so
+they need the store only for a user whose live data expired after the
+campaign completed; an unreachable store then makes the read fail, never
+one Redis can answer alone.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..counters import Counters
-from ..errors import NotFound
+from ..errors import BackendError, NotFound
 from ..stores import ReportStore
-from ..stores.base import merge_steps
 from .snapshot import journey_from_doc, report_from_doc
 
 
 def stored_report(store: ReportStore, tenant: str, campaign: str, job: str | None) -> dict[str, Any]:
+    """The last snapshot of a campaign (or job) report. NotFound when there is none."""
     doc = store.campaign_report(tenant, campaign, job)
     if doc is None:
         what = f"job {job!r} of campaign {campaign!r}" if job else f"campaign {campaign!r}"
@@ -24,21 +26,22 @@ def stored_report(store: ReportStore, tenant: str, campaign: str, job: str | Non
 
 
 def stored_journey(store: ReportStore, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
+    """The last snapshot of a user's journey. NotFound when there is none."""
     doc = store.journey(tenant, campaign, job, user)
     if doc is None:
         raise NotFound(f"no snapshot of user {user!r} in job {job!r} of campaign {campaign!r}")
     return journey_from_doc(doc)
 
 
-def live_journey(counters: Counters, store: ReportStore | None, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
-    """Summary from Redis; path = stored steps + the journal's unpersisted tail."""
-    doc = store.journey(tenant, campaign, job, user) if store is not None else None
+def live_journey(counters: Counters, open_store: Any, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
+    """A user's journey from Redis; from the store (`open_store()`, None: none) when Redis has none of it."""
     try:
-        live = counters.journey(tenant, campaign, job, user, with_ids=True)
-    except NotFound:
-        if doc is None:
+        return counters.journey(tenant, campaign, job, user)
+    except NotFound as live_missing:
+        try:
+            store = open_store()
+        except BackendError as exc:
+            raise NotFound(f"{live_missing} in Redis, and the report store is unavailable ({exc})") from None
+        if store is None:
             raise
-        return journey_from_doc(doc)
-    ordered = merge_steps((doc or {}).get("journey_path", []), live["journey_path"])
-    live["journey_path"] = [{k: s[k] for k in ("node", "choice", "ts")} for s in ordered]
-    return live
+        return stored_journey(store, tenant, campaign, job, user)

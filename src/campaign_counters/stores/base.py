@@ -2,9 +2,10 @@
 
 Documents carry the seed's field names (`tenant_id`, `campaign_id`,
 `job_id`, ...).  Every write is an upsert of absolute values keyed by the
-document's natural key, so writing the same snapshot twice changes nothing.
-Journey steps are keyed by their journal entry id (`sid`) and merged, never
-appended blindly, so a snapshot retried after a crash adds no duplicates.
+document's natural key, so writing the same snapshot twice changes nothing:
+a journey is written whole (its `journey_path` replaced), never appended to.
+The store also keeps the durable copy of what Redis cannot afford to lose
+(`put_state`: scripts, campaign owners, timezones, the epoch marker).
 """
 
 from __future__ import annotations
@@ -35,10 +36,14 @@ class ReportStore(abc.ABC):
 
     @abc.abstractmethod
     def upsert_journeys(self, docs: Iterable[dict[str, Any]]) -> None:
-        """Merge UserJourneyReports: summary fields replaced, `journey_path` steps merged by `sid`."""
+        """Replace UserJourneyReports keyed by (tenant_id, campaign_id, job_id, user_id), `journey_path` included."""
 
     @abc.abstractmethod
     def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def journey_lengths(self, tenant: str, campaign: str, job: str, users: list[str]) -> dict[str, int]:
+        """Stored journey steps per user (users without a stored journey are left out)."""
 
     @abc.abstractmethod
     def delete_journeys(self, tenant: str, campaign: str) -> None:
@@ -60,6 +65,22 @@ class ReportStore(abc.ABC):
         """Latest reconcile results of a tenant, newest first."""
 
     @abc.abstractmethod
+    def put_state(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        """Replace one durable state document (kind: owner, script, timezone, epoch, flag, ...)."""
+
+    @abc.abstractmethod
+    def state(self, kind: str, key: str) -> dict[str, Any] | None:
+        """One durable state document, or None."""
+
+    @abc.abstractmethod
+    def states(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every durable state document of a kind, by key."""
+
+    @abc.abstractmethod
+    def delete_state(self, kind: str, key: str) -> None:
+        """Forget one durable state document (absent: nothing happens)."""
+
+    @abc.abstractmethod
     def ping(self) -> None:
         """Raise BackendError when the store cannot be reached."""
 
@@ -68,24 +89,3 @@ class ReportStore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redact(self.url)!r})"
-
-
-def sid_order(sid: str) -> tuple[int, int, int]:
-    """Sort key of a step id `<journal entry id>.<position in the entry>` (or of an entry id).
-
-    Journal entry ids are Redis stream ids (`<ms>-<seq>`), so this is arrival order.
-    """
-    entry, _, pos = sid.partition(".")
-    ms, _, seq = entry.partition("-")
-    return int(ms), int(seq or 0), int(pos or 0)
-
-
-def merge_steps(*parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Journey order over steps from several places: by time, then by arrival; one step per `sid`.
-
-    A later part wins for a `sid` present in several (the live journal over the store).
-    """
-    unique: dict[str, dict[str, Any]] = {}
-    for part in parts:
-        unique.update((s["sid"], s) for s in part)
-    return sorted(unique.values(), key=lambda s: (s["ts"], sid_order(s["sid"])))

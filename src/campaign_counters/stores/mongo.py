@@ -1,8 +1,8 @@
 """MongoDB report store over PyMongo (sync: it runs inside RQ jobs).
 
-Writes are `bulk_write` batches of upserts with absolute values; journey
-steps are merged with `$addToSet`, which de-duplicates identical steps (a
-step carries its journal entry id, so a re-read step is identical).
+Writes are `bulk_write` batches of upserts with absolute values; a
+journey's `journey_path` is replaced whole. The durable state (what Redis
+cannot afford to lose) lives in `CampaignCountersState`, keyed by (kind, key).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from ..connection import redact
 from ..errors import BackendError
-from .base import JOURNEY_FIELDS, ReportStore, merge_steps
+from .base import JOURNEY_FIELDS, ReportStore
 
 DEFAULT_DB = "campaign_counters"
 
@@ -34,6 +34,7 @@ class MongoStore(ReportStore):
         self.journeys = self.db["UserJourneyReports"]
         self.overviews = self.db["OverviewReports"]
         self.reconciles = self.db["ReconcileReports"]
+        self.state_docs = self.db["CampaignCountersState"]
         self._indexed = False
 
     def _fail(self, exc: Exception) -> BackendError:
@@ -50,6 +51,7 @@ class MongoStore(ReportStore):
             )
             self.overviews.create_index([("tenant_id", asc), ("report_type", asc), ("report_date", asc)], unique=True)
             self.reconciles.create_index([("tenant_id", asc), ("created_at", asc)])
+            self.state_docs.create_index([("kind", asc), ("key", asc)], unique=True)
         except self._errors as exc:
             raise self._fail(exc) from exc
         self._indexed = True
@@ -92,18 +94,29 @@ class MongoStore(ReportStore):
         ops = []
         for d in docs:
             key = {k: d[k] for k in ("tenant_id", "campaign_id", "job_id", "user_id")}
-            summary = {k: v for k, v in d.items() if k != "journey_path"}
-            ops.append(Update(key, {"$set": summary, "$addToSet": {"journey_path": {"$each": d.get("journey_path", [])}}}, upsert=True))
+            ops.append(Update(key, {"$set": {**d, "journey_path": list(d.get("journey_path", []))}}, upsert=True))
         self._bulk(self.journeys, ops)
 
     def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any] | None:
         doc = self._find_one(self.journeys, {"tenant_id": tenant, "campaign_id": campaign, "job_id": job, "user_id": user})
         if doc is None:
             return None
-        doc["journey_path"] = merge_steps(doc.get("journey_path", []))
+        doc["journey_path"] = [{k: s.get(k) for k in ("node", "choice", "ts")} for s in doc.get("journey_path", [])]
         for f in JOURNEY_FIELDS:
             doc.setdefault(f, None)
         return doc
+
+    def journey_lengths(self, tenant: str, campaign: str, job: str, users: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        try:
+            for start in range(0, len(users), 500):
+                query = {"tenant_id": tenant, "campaign_id": campaign, "job_id": job,
+                         "user_id": {"$in": users[start:start + 500]}}
+                for doc in self.journeys.find(query, {"_id": 0, "user_id": 1, "journey_path": 1}):
+                    out[doc["user_id"]] = len(doc.get("journey_path") or [])
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+        return out
 
     def delete_journeys(self, tenant: str, campaign: str) -> None:
         try:
@@ -125,6 +138,26 @@ class MongoStore(ReportStore):
         try:
             cur = self.reconciles.find({"tenant_id": tenant}, {"_id": 0}).sort([("created_at", -1), ("_id", -1)]).limit(limit)
             return list(cur)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def put_state(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        self._bulk(self.state_docs, [self._pymongo.ReplaceOne({"kind": kind, "key": key},
+                                                         {"kind": kind, "key": key, "doc": doc}, upsert=True)])
+
+    def state(self, kind: str, key: str) -> dict[str, Any] | None:
+        found = self._find_one(self.state_docs, {"kind": kind, "key": key})
+        return found["doc"] if found else None
+
+    def states(self, kind: str) -> dict[str, dict[str, Any]]:
+        try:
+            return {d["key"]: d["doc"] for d in self.state_docs.find({"kind": kind}, {"_id": 0})}
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def delete_state(self, kind: str, key: str) -> None:
+        try:
+            self.state_docs.delete_one({"kind": kind, "key": key})
         except self._errors as exc:
             raise self._fail(exc) from exc
 

@@ -2,9 +2,12 @@
 
 Documents are stored as JSON next to their natural-key columns; journey
 steps get their own table (plain columns: there are millions) keyed by
-journal entry id, so merging is an INSERT OR IGNORE. WAL with the default
-synchronous=FULL: a commit is on disk before the journal it came from is
-trimmed in Redis.
+their position in the journey, and a journey's steps are replaced whole.
+WAL with the default synchronous=FULL: a commit is on disk before the
+change log it came from is dropped in Redis.
+
+Files written by earlier versions (steps keyed by journal entry id) are
+migrated when opened: their steps keep their order.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import BackendError, ValidationError
-from .base import JOURNEY_FIELDS, ReportStore, merge_steps
+from .base import JOURNEY_FIELDS, ReportStore
 
 SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -28,8 +31,10 @@ CREATE TABLE IF NOT EXISTS user_journeys (
     doc TEXT NOT NULL, PRIMARY KEY (tenant_id, campaign_id, job_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journey_steps (
     tenant_id TEXT NOT NULL, campaign_id TEXT NOT NULL, job_id TEXT NOT NULL, user_id TEXT NOT NULL,
-    sid TEXT NOT NULL, node TEXT, choice TEXT, ts REAL NOT NULL,
-    PRIMARY KEY (tenant_id, campaign_id, job_id, user_id, sid)) WITHOUT ROWID;
+    seq INTEGER NOT NULL, node TEXT, choice TEXT, ts REAL NOT NULL,
+    PRIMARY KEY (tenant_id, campaign_id, job_id, user_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS durable_state (
+    kind TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (kind, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS overview_reports (
     tenant_id TEXT NOT NULL, report_type TEXT NOT NULL, report_date TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (tenant_id, report_type, report_date)) WITHOUT ROWID;
@@ -40,6 +45,13 @@ CREATE INDEX IF NOT EXISTS reconcile_by_tenant ON reconcile_reports (tenant_id, 
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps with options builds one per call
+
+
+def _sid_order(sid: str) -> tuple[int, int, int]:
+    """Arrival order of a step id of earlier versions, `<ms>-<seq>.<position>`."""
+    entry, _, pos = sid.partition(".")
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0), int(pos or 0)
 
 
 class SQLiteStore(ReportStore):
@@ -56,9 +68,30 @@ class SQLiteStore(ReportStore):
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            self._migrate()
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise BackendError(f"report store {path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Steps keyed by journal entry id (`sid`, before 0.2) become steps keyed by position."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(journey_steps)")]
+        if "sid" not in columns:
+            return
+        with self._db:
+            self._db.execute("ALTER TABLE journey_steps RENAME TO journey_steps_sid")
+            self._db.executescript(SCHEMA)
+            rows = self._db.execute(
+                "SELECT tenant_id, campaign_id, job_id, user_id, sid, node, choice, ts FROM journey_steps_sid")
+            ordered = sorted(rows, key=lambda r: (r[:4], r[7], _sid_order(r[4])))
+            seq, last = 0, None
+            out = []
+            for r in ordered:
+                seq = seq + 1 if r[:4] == last else 0
+                last = r[:4]
+                out.append((*r[:4], seq, r[5], r[6], r[7]))
+            self._db.executemany("INSERT INTO journey_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", out)
+            self._db.execute("DROP TABLE journey_steps_sid")
 
     def _write(self, sql: str, rows: Iterable[tuple]) -> None:
         try:
@@ -96,6 +129,7 @@ class SQLiteStore(ReportStore):
 
     def upsert_journeys(self, docs: Iterable[dict[str, Any]]) -> None:
         docs = list(docs)
+        key = "tenant_id=? AND campaign_id=? AND job_id=? AND user_id=?"
         try:
             with self._lock, self._db:
                 self._db.executemany(
@@ -107,12 +141,17 @@ class SQLiteStore(ReportStore):
                     ),
                 )
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO journey_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"DELETE FROM journey_steps WHERE {key} AND seq >= ?",
+                    ((d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"], len(d.get("journey_path", ())))
+                     for d in docs),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO journey_steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        (d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"], s["sid"], s["node"],
+                        (d["tenant_id"], d["campaign_id"], d["job_id"], d["user_id"], i, s["node"],
                          s["choice"], s["ts"])
                         for d in docs
-                        for s in d.get("journey_path", ())
+                        for i, s in enumerate(d.get("journey_path", ()))
                     ),
                 )
         except sqlite3.Error as exc:
@@ -125,12 +164,23 @@ class SQLiteStore(ReportStore):
         if not rows:
             return None
         doc = json.loads(rows[0][0])
-        steps = self._read(f"SELECT sid, node, choice, ts FROM journey_steps WHERE {where}", key)
-        doc["journey_path"] = merge_steps({"node": node, "choice": choice, "ts": ts, "sid": sid}
-                                         for sid, node, choice, ts in steps)
+        steps = self._read(f"SELECT node, choice, ts FROM journey_steps WHERE {where} ORDER BY seq", key)
+        doc["journey_path"] = [{"node": node, "choice": choice, "ts": ts} for node, choice, ts in steps]
         for f in JOURNEY_FIELDS:
             doc.setdefault(f, None)
         return doc
+
+    def journey_lengths(self, tenant: str, campaign: str, job: str, users: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(users), 500):
+            part = users[start:start + 500]
+            rows = self._read(
+                "SELECT user_id, COUNT(*) FROM journey_steps WHERE tenant_id=? AND campaign_id=? AND job_id=? "
+                f"AND user_id IN ({','.join('?' * len(part))}) GROUP BY user_id",
+                (tenant, campaign, job, *part),
+            )
+            out.update((u, n) for u, n in rows)
+        return out
 
     def delete_journeys(self, tenant: str, campaign: str) -> None:
         where = "WHERE tenant_id=? AND campaign_id=?"
@@ -166,6 +216,19 @@ class SQLiteStore(ReportStore):
             (tenant, limit),
         )
         return [json.loads(r[0]) for r in rows]
+
+    def put_state(self, kind: str, key: str, doc: dict[str, Any]) -> None:
+        self._write("INSERT OR REPLACE INTO durable_state VALUES (?, ?, ?)", [(kind, key, _dumps(doc))])
+
+    def state(self, kind: str, key: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT doc FROM durable_state WHERE kind=? AND key=?", (kind, key))
+        return json.loads(rows[0][0]) if rows else None
+
+    def states(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: json.loads(d) for k, d in self._read("SELECT key, doc FROM durable_state WHERE kind=?", (kind,))}
+
+    def delete_state(self, kind: str, key: str) -> None:
+        self._write("DELETE FROM durable_state WHERE kind=? AND key=?", [(kind, key)])
 
     def ping(self) -> None:
         self._read("SELECT 1", ())
