@@ -20,6 +20,20 @@ class ValidationError(CampaignCountersError, ValueError):
         super().__init__(f"{field}: {reason}")
 
 
+class Refused(ValidationError):
+    """A write that would lose numbers was refused; nothing was written (`force` overrides).
+
+    `losses` lists what would shrink: (where, metric, now, after) tuples.
+    """
+
+    def __init__(self, field: str, reason: str, *, tenant: str | None = None, campaign: str | None = None,
+                 losses: list[tuple[str, str, float, float]] | None = None) -> None:
+        self.tenant = tenant
+        self.campaign = campaign
+        self.losses = losses or []
+        super().__init__(field, reason)
+
+
 class ScriptError(ValidationError):
     """A campaign script (flow graph) is malformed."""
 

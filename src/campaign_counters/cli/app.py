@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .. import __version__
 from ..connection import redact
-from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
+from ..errors import BackendError, NotFound, Refused, TenantMismatch, ValidationError
 from .options import say
 
 EXIT_DRIFT, EXIT_INPUT, EXIT_REJECTED, EXIT_NOT_FOUND, EXIT_BACKEND = 1, 2, 3, 4, 5
@@ -26,6 +26,9 @@ class App(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Refused as exc:
+            say(f"refused: {exc} (--force to write anyway)")
+            ctx.exit(EXIT_INPUT)
         except (ValidationError, TenantMismatch) as exc:
             say(f"error: {exc}")
             ctx.exit(EXIT_INPUT)

@@ -123,6 +123,10 @@ history_option = click.option(
     "--history", "history_src", envvar=ENV_HISTORY, show_envvar=True, metavar="SRC",
     help="Raw events: a JSON Lines file, or mongodb://host/db (NotificationHistory; "
          "?collection=NAME to change it; field mapping in CAMPAIGN_COUNTERS_HISTORY_MAPPING).")
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Write even when the history would lose numbers (fewer users or interactions than Redis or the "
+         "store hold, or no events at all): only when the history is known to be right.")
 tz_option = click.option("--tz", help="IANA timezone, e.g. Asia/Ho_Chi_Minh [default: the tenant's setting, else UTC].")
 
 
