@@ -1,4 +1,10 @@
-"""One look at everything the service depends on (Redis, report store, queue), for `campaign-counters health`."""
+"""One look at everything the service depends on (Redis, report store, queue), for `campaign-counters health`.
+
+Besides "does it answer", health is not ok when numbers are at risk: Redis
+may evict keys (any `maxmemory-policy` but `noeviction` drops idempotency
+marks and per-user state, so counts go wrong silently), its memory is above
+90% of `maxmemory`, or it has refused commands for lack of memory.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,61 @@ def _safe(fn: Any) -> tuple[bool, Any]:
         return False, f"{type(exc).__name__}: {redact(str(exc))}"
 
 
-def health(counters: Counters, store: ReportStore | None, queue: Any | None) -> dict[str, Any]:
-    """Redis, store and queue status, pending snapshots and rejected events; `ok` only if all answer."""
+MEMORY_LIMIT = 0.9  # share of maxmemory above which writes are about to be refused
+
+
+def _count(text: str | None, name: str = "count") -> int:
+    """N from an INFO value like `count=N,...` (errorstats)."""
+    for part in (text or "").split(","):
+        key, _, value = part.partition("=")
+        if key == name and value.isdigit():
+            return int(value)
+    return 0
+
+
+def memory_health(infos: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Policy, used/max memory, evictions and OOM refusals per node; `ok` false when numbers are at risk."""
+    nodes: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name, f in infos.items():
+        used, limit = int(f.get("used_memory", 0)), int(f.get("maxmemory", 0))
+        node = {
+            "policy": f.get("maxmemory_policy"), "used_bytes": used, "max_bytes": limit,
+            "used_percent": round(used / limit * 100, 1) if limit else None,
+            "evicted_keys": int(f.get("evicted_keys", 0)), "oom_rejections": _count(f.get("errorstat_OOM")),
+        }
+        nodes[name] = node
+        where = "" if len(infos) == 1 else f" on {name}"
+        if node["policy"] != "noeviction":
+            problems.append(f"maxmemory-policy is {node['policy']}{where}: Redis may evict keys and counts go "
+                            "wrong silently; set it to noeviction")
+        if limit and used > MEMORY_LIMIT * limit:
+            problems.append(f"memory{where} is {node['used_percent']}% of maxmemory: writes will soon be "
+                            "refused; raise maxmemory or let campaigns expire")
+        if node["evicted_keys"]:
+            problems.append(f"{node['evicted_keys']} keys were evicted{where}: run reconcile --repair on the "
+                            "campaigns recorded meanwhile (CONFIG RESETSTAT clears this count)")
+        if node["oom_rejections"]:
+            problems.append(f"{node['oom_rejections']} commands were refused for lack of memory{where}: events "
+                            "may be missing, run reconcile (CONFIG RESETSTAT clears this count)")
+    out: dict[str, Any] = {"ok": not problems}
+    if len(nodes) == 1:
+        out.update(next(iter(nodes.values())))
+    else:
+        out["nodes"] = nodes
+    if any(not n["max_bytes"] for n in nodes.values()):
+        out["note"] = "no maxmemory set: Redis grows until the machine runs out of memory"
+    out["problems"] = problems
+    return out
+
+
+def health(counters: Counters, store: ReportStore | None, queue: Any | None,
+           store_error: str | None = None) -> dict[str, Any]:
+    """Redis, store and queue status, memory, pending snapshots and rejected events.
+
+    `ok` only if all answer and no numbers are at risk; each part is reported
+    even when another is down (`store_error`: why the store could not be opened).
+    """
     out: dict[str, Any] = {}
     ok, info = _safe(lambda: counters.run(call(counters.router, [Cmd(None, ("INFO", "server"))]))[0])
     out["redis"] = {"ok": ok, "url": counters.target.redacted(), "cluster": counters.router.cluster}
@@ -27,6 +86,8 @@ def health(counters: Counters, store: ReportStore | None, queue: Any | None) -> 
         text = info.decode() if isinstance(info, bytes) else str(info)
         version = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith("redis_version:")), None)
         out["redis"]["version"] = version
+        found, infos = _safe(lambda: counters.run(m.server_info(counters)))
+        out["memory"] = memory_health(infos) if found else {"ok": False, "error": infos}
         found, dirty = _safe(lambda: counters.run(m.dirty_campaigns(counters)))
         out["pending_snapshots"] = {"campaigns": len(dirty), "changes": sum(n for _, _, n in dirty)} if found else dirty
         found, rejected = _safe(lambda: counters.run(m.rejected_counts(counters)))
@@ -36,7 +97,9 @@ def health(counters: Counters, store: ReportStore | None, queue: Any | None) -> 
         out["rejected_events"] = rejected
     else:
         out["redis"]["error"] = info
-    if store is not None:
+    if store_error is not None:
+        out["store"] = {"ok": False, "error": store_error}
+    elif store is not None:
         ok, err = _safe(store.ping)
         out["store"] = {"ok": ok, "url": redact(store.url)}
         if not ok:

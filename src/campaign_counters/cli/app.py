@@ -1,7 +1,9 @@
 """The `campaign-counters` group and the one place that maps errors to exit codes.
 
-Exit codes: 0 ok, 1 drift found (reconcile), 2 bad input or usage, 3 some
-input lines rejected, 4 not found, 5 Redis or the report store unavailable.
+Exit codes: 0 ok, 1 drift found (reconcile) or something needs attention
+(health), 2 bad input, usage, or a write refused because it would lose
+numbers, 3 some input lines rejected, 4 not found, 5 Redis or the report
+store unavailable.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..errors import BackendError, NotFound, Refused, TenantMismatch, Validation
 from .options import say
 
 EXIT_DRIFT, EXIT_INPUT, EXIT_REJECTED, EXIT_NOT_FOUND, EXIT_BACKEND = 1, 2, 3, 4, 5
+EXIT_ATTENTION = EXIT_DRIFT  # health: everything answers, but numbers are at risk
 
 
 class App(click.Group):
@@ -58,7 +61,8 @@ def main() -> None:
     persist them to MongoDB or SQLite. Without --redis-url everything runs on
     an embedded Redis whose data lives in $CAMPAIGN_COUNTERS_HOME.
 
-    Exit codes: 0 ok, 1 drift found, 2 bad input or usage, 3 some input lines
-    rejected, 4 not found (or another tenant's campaign), 5 Redis or the report
-    store unavailable.
+    Exit codes: 0 ok, 1 drift found (reconcile) or something needs attention
+    (health), 2 bad input, usage, or a write refused because the history
+    would lose numbers, 3 some input lines rejected, 4 not found (or another
+    tenant's campaign), 5 Redis or the report store unavailable.
     """

@@ -13,7 +13,7 @@ from typing import Any
 from .keys import CAMPAIGN_SCOPE
 from .core import CountersCore
 from .records import parse_names
-from .transport import Cmd, LuaScript, Plan, as_dict, call
+from .transport import Batches, Cmd, LuaScript, Plan, RefreshTopology, as_dict, call
 
 SWAP = LuaScript.load("swap.lua")
 
@@ -264,3 +264,23 @@ def rejected_counts(p: CountersCore) -> Plan:
     by_campaign = {c.decode(): int(n) for reply in replies[:-1] for c, n in as_dict(reply).items()}
     by_field = {f.decode(): int(n) for f, n in as_dict(replies[-1]).items()}
     return {"by_campaign": dict(sorted(by_campaign.items())), "by_field": dict(sorted(by_field.items()))}
+
+
+def server_info(p: CountersCore, sections: tuple[str, ...] = ("memory", "stats", "errorstats")) -> Plan:
+    """INFO fields of every node (each primary on Redis Cluster): {"server" or "host:port": {field: text}}."""
+    if p.router.cluster and p.router.address(None) is None:
+        p.router.update((yield RefreshTopology()))
+    replies = yield Batches({addr: [("INFO", s) for s in sections] for addr in p.router.nodes()})
+    out: dict[str, dict[str, str]] = {}
+    for addr, parts in sorted(replies.items(), key=lambda item: item[0] or ("", 0)):
+        fields: dict[str, str] = {}
+        for part in parts:
+            if isinstance(part, Exception):
+                raise part
+            text = part.decode() if isinstance(part, bytes) else str(part)
+            for line in text.splitlines():
+                name, sep, value = line.partition(":")
+                if sep and not line.startswith("#"):
+                    fields[name] = value.strip()
+        out["server" if addr is None else f"{addr[0]}:{addr[1]}"] = fields
+    return out
