@@ -15,6 +15,7 @@ import click
 
 from ..config import ENV_HOME, ENV_QUEUE, ENV_REDIS, ENV_STORE, Config
 from ..counters import Counters
+from ..errors import BackendError
 from ..nightly.schedule import ENV_HISTORY
 from ..timezones import parse_zone
 from .output import FORMATS, render
@@ -108,6 +109,17 @@ def store_for(cfg: Config, must_exist: bool = True) -> Any:
     if not must_exist and cfg.store_url is None and not Path(cfg.store[len("sqlite:///"):]).exists():
         return None
     return open_store(cfg.store)
+
+
+def reachable_store(cfg: Config) -> tuple[Any, str | None]:
+    """(the report store, None) when it answers (None when the default file is absent), else (None, why)."""
+    try:
+        store = store_for(cfg, must_exist=False)
+        if store is not None:
+            store.ping()
+        return store, None
+    except BackendError as exc:
+        return None, str(exc)
 
 
 def queue_for(cfg: Config) -> Any:

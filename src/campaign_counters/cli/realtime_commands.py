@@ -13,7 +13,9 @@ from ..connection import redact
 from ..errors import NotFound
 from ..jsonlines import decode_error, loads_line
 from .app import EXIT_BACKEND, EXIT_REJECTED, main
-from .options import campaign_option, config_options, counters_for, emit, format_option, say, store_for, tenant_option
+from .options import (
+    campaign_option, config_options, counters_for, emit, format_option, reachable_store, say, store_for, tenant_option,
+)
 
 
 @main.group()
@@ -143,13 +145,23 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
 @format_option
 @config_options
 def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_store: bool, fmt: str) -> None:
-    """Print one user's journey through a job: steps, completion, exit node."""
+    """Print one user's journey through a job: steps, completion, exit node.
+
+    Live, the summary comes from Redis and the path from the steps already
+    persisted plus the journal's unpersisted tail. With the report store
+    unreachable it is served from Redis alone, saying so on stderr: the
+    steps that snapshots already moved to the store are then missing.
+    """
     from ..persist.views import live_journey, stored_journey
 
     if from_store:
         emit(stored_journey(store_for(cfg), tenant, campaign, job, user), fmt)
-    else:
-        emit(live_journey(counters_for(cfg), store_for(cfg, must_exist=False), tenant, campaign, job, user), fmt)
+        return
+    store, down = reachable_store(cfg)
+    if down:
+        say(f"warning: report store unavailable ({down}); journey from Redis alone: "
+            "journey_path lacks the steps snapshots already persisted")
+    emit(live_journey(counters_for(cfg), store, tenant, campaign, job, user), fmt)
 
 
 @main.command()
