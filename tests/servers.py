@@ -94,6 +94,26 @@ def cli_env(**env: str) -> dict[str, str]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """PIDs of the processes `pid` forked, and theirs (read from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 class CliProcess:
     """`campaign-counters ARGS` as a background process in a session of its own (so its children die with it)."""
 
@@ -109,23 +129,31 @@ class CliProcess:
         return self.proc.pid
 
     def kill(self, timeout: float = 10.0) -> None:
-        """SIGKILL the process and everything it forked (its process group, whose id is its PID)."""
+        """SIGKILL the process, then everything it forked (an RQ work horse has a process group of its own)."""
+        children = descendants(self.proc.pid)
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=timeout)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (a warm shutdown for workers), then SIGKILL if it does not end in time."""
+        children = descendants(self.proc.pid)
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        try:  # a work horse left behind by the warm shutdown
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for pgid in (self.proc.pid, *children):  # anything left behind by the warm shutdown
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def output(self) -> str:
         with open(self.log, errors="replace") as fh:

@@ -14,6 +14,7 @@ from .connection import redact
 from .counters import Counters
 from .counters import maintenance as m
 from .counters.transport import Cmd, call
+from .persist.liveness import job_states
 from .stores import ReportStore
 
 
@@ -105,9 +106,13 @@ def health(counters: Counters, store: ReportStore | None, queue: Any | None,
         if not ok:
             out["store"]["error"] = err
     if queue is not None:
-        ok, counts = _safe(lambda: {"queued": len(queue), "failed": len(queue.failed_job_registry),
-                                    "scheduled": len(queue.scheduled_job_registry),
-                                    "started": len(queue.started_job_registry)})
+        ok, counts = _safe(lambda: {  # counted without RQ's cleanup: health only looks, the tick acts
+            "queued": len(queue), "failed": queue.failed_job_registry.get_job_count(cleanup=False),
+            "scheduled": queue.scheduled_job_registry.get_job_count(cleanup=False),
+            "started": queue.started_job_registry.get_job_count(cleanup=False)})
         out["queue"] = {"ok": ok, **(counts if ok else {"error": counts})}
+        if ok:
+            found, jobs = _safe(lambda: job_states(queue))
+            out["jobs"] = jobs if found else {"ok": False, "error": jobs}
     out["ok"] = all(v.get("ok", True) for v in out.values() if isinstance(v, dict))
     return out

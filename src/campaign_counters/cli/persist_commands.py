@@ -67,18 +67,20 @@ def worker(cfg: Config, burst: bool) -> None:
     """Run an RQ worker for snapshot (and nightly) jobs.
 
     Jobs carry only ids; the worker passes its own configuration (URLs from
-    options or env) to them, so no credentials are stored in the queue.
+    options or env) to them, so no credentials are stored in the queue. A
+    busy worker beats every 5 s: if it dies, the scheduler's next tick hands
+    its job to another worker (about 15 s after the death, plus one tick).
     """
     import redis
-    from rq import Worker
 
     from ..config import QUEUE_NAME
+    from ..persist.liveness import HeartbeatWorker
 
     cfg.export()
     conn = redis.Redis.from_url(cfg.queue)
     click.get_current_context().call_on_close(conn.connection_pool.disconnect)
     say(f"worker on queue {QUEUE_NAME!r}, store {store_for(cfg)!r}")
-    w = Worker([QUEUE_NAME], connection=conn)
+    w = HeartbeatWorker([QUEUE_NAME], connection=conn)
     try:
         w.work(burst=burst, with_scheduler=True)
     finally:
@@ -92,8 +94,9 @@ def worker(cfg: Config, burst: bool) -> None:
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @config_options
 def scheduler(cfg: Config, interval: float, once: bool) -> None:
-    """Every tick: enqueue a snapshot per changed campaign, and each tenant's
-    nightly job once its local midnight has passed (missed nights are caught up).
+    """Every tick: re-queue the jobs of dead workers, enqueue a snapshot per
+    changed campaign, and each tenant's nightly job once its local midnight
+    has passed (missed nights are caught up).
 
     The nightly job reconciles the day that ended against the history in
     $CAMPAIGN_COUNTERS_HISTORY (repairing with CAMPAIGN_COUNTERS_REPAIR=1) and
@@ -101,12 +104,17 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
     """
     from ..nightly.schedule import tick_nightly
     from ..persist.jobs import tick_snapshots
+    from ..persist.liveness import requeue_abandoned
 
     counters = counters_for(cfg)
     queue = queue_for(cfg)
     while True:
+        abandoned = requeue_abandoned(queue)
         enqueued = tick_snapshots(counters, queue)
         nights = tick_nightly(counters, queue)
+        if abandoned.requeued or abandoned.failed:
+            say(f"tick: jobs of dead workers: {len(abandoned.requeued)} re-queued "
+                f"{abandoned.requeued}, {len(abandoned.failed)} failed {abandoned.failed}")
         if enqueued or nights or once:
             say(f"tick: {len(enqueued)} snapshot(s) enqueued, {len(nights)} nightly job(s)"
                 + "".join(f" [{t} {d}]" for t, d in nights))
