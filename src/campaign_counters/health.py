@@ -3,7 +3,8 @@
 Besides "does it answer", health is not ok when numbers are at risk: Redis
 may evict keys (any `maxmemory-policy` but `noeviction` drops idempotency
 marks and per-user state, so counts go wrong silently), its memory is above
-90% of `maxmemory`, or it has refused commands for lack of memory.
+90% of `maxmemory`, or it has refused commands for lack of memory; a job's
+worker died and nobody re-queued it; a tenant's night was not checked.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .connection import redact
 from .counters import Counters
 from .counters import maintenance as m
 from .counters.transport import Cmd, call
+from .nightly.schedule import nights_health
 from .persist.liveness import job_states
 from .stores import ReportStore
 
@@ -96,6 +98,8 @@ def health(counters: Counters, store: ReportStore | None, queue: Any | None,
             total = sum(rejected["by_campaign"].values()) + sum(rejected["by_field"].values())
             rejected = {"total": total, **rejected}
         out["rejected_events"] = rejected
+        found, nights = _safe(lambda: nights_health(counters))
+        out["nightly"] = nights if found else {"ok": False, "error": nights}
     else:
         out["redis"]["error"] = info
     if store_error is not None:

@@ -11,7 +11,7 @@ import click
 from ..config import Config
 from ..errors import ValidationError
 from ..nightly.schedule import ENV_HISTORY
-from .app import EXIT_DRIFT, main
+from .app import EXIT_DRIFT, EXIT_INPUT, main
 from .options import (
     ProgressBar, config_options, counters_for, emit, force_option, format_option, history_option, say, store_for,
     tz_option, zone_for,
@@ -119,6 +119,34 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
     ov.store_overviews(store_for(cfg), docs, counters, force=force)
     say(f"stored {len(docs)} {period} overview(s)")
     emit(docs[0] if len(docs) == 1 else docs, fmt)
+
+
+@main.command()
+@click.option("--tenant", required=True, help="Tenant id.")
+@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]), help="The tenant-local day.")
+@history_option
+@click.option("--repair", is_flag=True, help="Repair drifting campaigns (the nightly job does with CAMPAIGN_COUNTERS_REPAIR=1).")
+@force_option
+@format_option
+@config_options
+def nightly(cfg: Config, tenant: str, day: Any, history_src: str | None, repair: bool, force: bool, fmt: str) -> None:
+    """Run a tenant's nightly check of one local day now, as the scheduler's job does.
+
+    Reconciles the campaigns with events that day, writes the overviews that
+    close with it (daily; weekly on Sundays; monthly on a month's last day)
+    and marks the night done: for the nights `health` lists as missed (too
+    old to be retried, refused, run without a history). Prints the run's
+    summary; exit status 0 when the night is done, 2 when refused.
+    """
+    from ..nightly.schedule import run_night
+
+    if not history_src:
+        raise ValidationError("history", f"give --history SRC (or set {ENV_HISTORY})")
+    out = run_night(counters_for(cfg), store_for(cfg), history_src, tenant, day.date(), repair=repair, force=force)
+    emit(out, fmt)
+    if out.get("refused"):
+        say(f"refused: {out['refused']} (--force to write anyway)")
+        sys.exit(EXIT_INPUT)
 
 
 @main.group()
