@@ -107,3 +107,22 @@ def test_the_embedded_server_runs_with_maxmemory_and_noeviction(tmp_path):
     res = run_cli(tmp_path / "third", "health", env={"CAMPAIGN_COUNTERS_MAXMEMORY": "lots"})
     assert res.returncode == 2
     assert "CAMPAIGN_COUNTERS_MAXMEMORY: must be a size like 512mb or 2gb, not 'lots'" in res.stderr
+
+
+def test_memory_is_checked_on_every_cluster_node(cluster_url, redis_cluster):
+    from campaign_counters import Counters
+    from campaign_counters.health import health
+
+    counters = Counters(cluster_url)
+    node = redis_cluster.client(redis_cluster.ports[1])
+    try:
+        out = health(counters, None, None)["memory"]
+        assert out["ok"] and sorted(out["nodes"]) == sorted(f"127.0.0.1:{p}" for p in redis_cluster.ports)
+        node.config_set("maxmemory-policy", "allkeys-lru")
+        out = health(counters, None, None)["memory"]
+        assert out["ok"] is False and out["nodes"][f"127.0.0.1:{redis_cluster.ports[1]}"]["policy"] == "allkeys-lru"
+        assert out["problems"] == [f"maxmemory-policy is allkeys-lru on 127.0.0.1:{redis_cluster.ports[1]}: Redis "
+                                   "may evict keys and counts go wrong silently; set it to noeviction"]
+    finally:
+        node.config_set("maxmemory-policy", "noeviction")
+        counters.close()
