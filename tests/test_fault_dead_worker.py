@@ -103,3 +103,36 @@ def test_a_snapshot_whose_worker_was_killed_is_rerun_by_another_worker_within_60
     code, out = health(env)
     assert out["jobs"]["ok"] and out["jobs"]["abandoned"] == [] and out["jobs"]["started"] == []
     counters.close()
+
+
+def test_the_sweep_requeues_abandoned_jobs_at_once_or_fails_those_without_retries(redis_url):
+    from rq import Retry
+    from rq.executions import Execution
+    from rq.job import JobStatus
+
+    from campaign_counters.persist.liveness import job_states, requeue_abandoned
+
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue("cc-sweep-test", connection=conn)
+    retried = queue.enqueue("campaign_counters.persist.jobs.snapshot_job", "t", "c", job_id="with-retries",
+                            retry=Retry(max=3, interval=[30, 60, 120]))
+    once = queue.enqueue("campaign_counters.persist.jobs.snapshot_job", "t", "d", job_id="no-retries")
+    for job in (retried, once):  # what a worker does when it starts a job, then dies
+        queue.remove(job)
+        with conn.pipeline() as pipe:
+            job.set_status(JobStatus.STARTED, pipeline=pipe)
+            Execution.create(job, ttl=1, pipeline=pipe, worker_name="dead-worker")
+            pipe.execute()
+    assert requeue_abandoned(queue).requeued == []  # not expired yet
+    time.sleep(2.1)
+    states = job_states(queue)
+    assert states["ok"] is False and states["abandoned"] == ["no-retries", "with-retries"]
+    assert sorted((j["id"], j["abandoned"]) for j in states["started"]) == [("no-retries", True),
+                                                                           ("with-retries", True)]
+    swept = requeue_abandoned(queue)
+    assert (swept.requeued, swept.failed) == (["with-retries"], ["no-retries"])
+    assert queue.get_job_ids() == ["with-retries"]  # now, not in 30 s
+    states = job_states(queue)
+    assert states["ok"] and states["started"] == [] and [j["id"] for j in states["failed"]] == ["no-retries"]
+    assert "AbandonedJobError" in states["failed"][0]["error"]
+    assert requeue_abandoned(queue).requeued == []

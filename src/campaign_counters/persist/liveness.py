@@ -27,7 +27,7 @@ from typing import Any
 
 from rq import Worker
 from rq.exceptions import InvalidJobOperation
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 HEARTBEAT = 5  # seconds between a busy worker's heartbeats (RQ: 30)
 GRACE = 10  # seconds a missed heartbeat is tolerated before the job counts as abandoned (RQ: 60)
@@ -68,11 +68,12 @@ def requeue_abandoned(queue: Any) -> Abandoned:
                 scheduled.requeue(job_id)
             except InvalidJobOperation:  # RQ's scheduler moved it to the queue meanwhile
                 pass
+    for job_id, job in zip(expired, Job.fetch_many(expired, connection=queue.connection)):
+        status = job.get_status(refresh=False) if job is not None else None
+        if status == JobStatus.QUEUED:
             out.requeued.append(job_id)
-        elif job_id in queue.failed_job_registry:
+        elif status == JobStatus.FAILED:
             out.failed.append(job_id)
-        else:
-            out.requeued.append(job_id)  # retried without an interval: already queued
     return out
 
 
