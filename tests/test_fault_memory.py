@@ -55,9 +55,9 @@ def test_health_is_ok_under_noeviction_with_room(run):
 
 
 def test_out_of_memory_refuses_whole_calls_and_rerecording_counts_each_event_once(run, tmp_path, script_file):
-    events = random_events(OFFER_SCRIPT, 6000, seed=31)
+    events = random_events(OFFER_SCRIPT, 3000, seed=31)
     path = jsonl(tmp_path, events)
-    with RedisServer("--maxmemory", "3mb", "--maxmemory-policy", "noeviction") as server:
+    with RedisServer("--maxmemory", "2mb", "--maxmemory-policy", "noeviction") as server:
         assert run(server.url, "script", "load", "--tenant", T, "--campaign", C, script_file).exit_code == 0
         res = run(server.url, "record", path, "--chunk", "500")
         assert res.exit_code == 5
