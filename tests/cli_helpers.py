@@ -14,8 +14,9 @@ def jsonl(tmp_path, lines, name="events.jsonl"):
     return str(path)
 
 
-def run_cli(home, *args, input=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_COUNTERS_")}
+def run_cli(home, *args, input=None, env=None):
+    """The CLI as a process on the embedded Redis of `home`, with `env` added to a clean environment."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_COUNTERS_")}, **(env or {})}
     env["CAMPAIGN_COUNTERS_HOME"] = str(home)
     return subprocess.run([sys.executable, "-m", "campaign_counters.cli", *args], input=input,
                           capture_output=True, text=True, env=env, timeout=120)

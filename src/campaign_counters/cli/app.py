@@ -1,7 +1,9 @@
 """The `campaign-counters` group and the one place that maps errors to exit codes.
 
-Exit codes: 0 ok, 1 drift found (reconcile), 2 bad input or usage, 3 some
-input lines rejected, 4 not found, 5 Redis or the report store unavailable.
+Exit codes: 0 ok, 1 drift found (reconcile) or something needs attention
+(health), 2 bad input, usage, or a write refused because it would lose
+numbers, 3 some input lines rejected, 4 not found, 5 Redis or the report
+store unavailable.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from redis.exceptions import RedisError
 
 from .. import __version__
 from ..connection import redact
-from ..errors import BackendError, NotFound, RepairRefused, SnapshotRefused, TenantMismatch, ValidationError
+from ..errors import (
+    BackendError, NotFound, Refused, RepairRefused, SnapshotRefused, TenantMismatch, ValidationError,
+)
 from .options import say
 
 EXIT_DRIFT, EXIT_INPUT, EXIT_REJECTED, EXIT_NOT_FOUND, EXIT_BACKEND = 1, 2, 3, 4, 5
+EXIT_ATTENTION = EXIT_DRIFT  # health: everything answers, but numbers are at risk
 
 
 class App(click.Group):
@@ -26,11 +31,14 @@ class App(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (RepairRefused, SnapshotRefused) as exc:
+            say(f"refused: {exc.reason}")
+            ctx.exit(EXIT_INPUT)
+        except Refused as exc:
+            say(f"refused: {exc} (--force to write anyway)")
+            ctx.exit(EXIT_INPUT)
         except (ValidationError, TenantMismatch) as exc:
             say(f"error: {exc}")
-            ctx.exit(EXIT_INPUT)
-        except (RepairRefused, SnapshotRefused) as exc:
-            say(f"refused: {exc}")
             ctx.exit(EXIT_INPUT)
         except NotFound as exc:
             say(f"not found: {exc}")
@@ -58,7 +66,8 @@ def main() -> None:
     persist them to MongoDB or SQLite. Without --redis-url everything runs on
     an embedded Redis whose data lives in $CAMPAIGN_COUNTERS_HOME.
 
-    Exit codes: 0 ok, 1 drift found, 2 bad input or usage, 3 some input lines
-    rejected, 4 not found (or another tenant's campaign), 5 Redis or the report
-    store unavailable.
+    Exit codes: 0 ok, 1 drift found (reconcile) or something needs attention
+    (health), 2 bad input, usage, or a write refused because the history
+    would lose numbers, 3 some input lines rejected, 4 not found (or another
+    tenant's campaign), 5 Redis or the report store unavailable.
     """

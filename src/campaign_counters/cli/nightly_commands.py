@@ -11,9 +11,10 @@ import click
 from ..config import Config
 from ..errors import ValidationError
 from ..nightly.schedule import ENV_HISTORY
-from .app import EXIT_DRIFT, main
+from .app import EXIT_DRIFT, EXIT_INPUT, main
 from .options import (
-    ProgressBar, checked_writer, config_options, counters_for, emit, format_option, history_option, say, store_for,
+    ProgressBar, checked_writer, config_options, counters_for, emit, force_option, format_option, history_option, say,
+    store_for,
     tz_option, zone_for,
 )
 
@@ -35,15 +36,22 @@ def _history(src: str | None) -> Any:
 @click.option("--campaign", multiple=True, help="Check only this campaign (repeatable).")
 @tz_option
 @click.option("--repair", is_flag=True, help="Replace drifting campaigns' Redis state with the truth, atomically, and re-snapshot.")
+@force_option
 @format_option
 @config_options
 def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until: Any, campaign: tuple[str, ...],
-              tz: str | None, repair: bool, fmt: str) -> None:
+              tz: str | None, repair: bool, force: bool, fmt: str) -> None:
     """Recompute campaigns from the raw history and compare with the live counters.
 
     Prints {"checked", "drift": [{"campaign", "job", "metric", "expected",
-    "actual"}], "repaired"} and stores it as a ReconcileReports document.
-    Exit status 0 when there is no drift (after repairing, with --repair), 1 otherwise.
+    "actual", "source"}], "repaired", "after_repair"} and stores it as a
+    ReconcileReports document. "drift" is what was found (with --repair:
+    before repairing, so it says what was changed, from what to what);
+    "after_repair" is the drift left after repairing (null without --repair).
+    Exit status 0 when there is no drift (after repairing, with --repair), 1
+    otherwise, 2 when --repair was refused: the history has no events for a
+    drifting campaign that has live or stored data, or would shrink its users
+    or interactions (nothing is written then; --force repairs anyway).
     """
     from ..nightly.reconcile import reconcile as run
 
@@ -57,13 +65,15 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
         result = run(counters, store, _history(history_src), tenant,
                      day=day.date() if day else None, until=until.date() if until else None,
                      campaigns=set(campaign) or None, tz=zone_for(counters, tenant, tz), repair=repair,
-                     progress=lambda c: (bar.close(), say(f"checking {c} ...")), read_progress=bar)
+                     force=force, progress=lambda c: (bar.close(), say(f"checking {c} ...")), read_progress=bar)
     finally:
         bar.close()
     emit(result.output(), fmt)
     say(f"{result.checked} reports checked, {len(result.drift)} drifting metrics"
         + (f", repaired {', '.join(result.repaired)}" if result.repaired else ""))
-    if result.drift:
+    if result.after_repair:
+        say(f"{len(result.after_repair)} drifting metrics left after repairing")
+    if result.remaining:
         sys.exit(EXIT_DRIFT)
 
 
@@ -75,15 +85,19 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
 @history_option
 @click.option("--live", is_flag=True, help="Approximate 'today so far' from Redis HyperLogLogs (no history needed).")
 @tz_option
+@force_option
 @format_option
 @config_options
 def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, history_src: str | None, live: bool,
-             tz: str | None, fmt: str) -> None:
+             tz: str | None, force: bool, fmt: str) -> None:
     """Print (and store) a tenant's overview for a day, ISO week or month.
 
     Windows are local to the tenant's timezone. Exact overviews come from the
     history and are upserted into the report store; --live gives today's
-    numbers so far, approximately, without storing them.
+    numbers so far, approximately, without storing them. Exit status 2, with
+    nothing stored, when an overview would have smaller counts than the
+    stored one or than Redis's per-day counters, or comes from a history
+    with no events in a window that has data (--force stores it anyway).
     """
     from ..nightly import overview as ov
 
@@ -103,9 +117,37 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
         docs = ov.overviews(history, tenant, period, days, zone, progress=bar)
     finally:
         bar.close()
-    ov.store_overviews(store_for(cfg), docs)
+    ov.store_overviews(store_for(cfg), docs, counters, force=force)
     say(f"stored {len(docs)} {period} overview(s)")
     emit(docs[0] if len(docs) == 1 else docs, fmt)
+
+
+@main.command()
+@click.option("--tenant", required=True, help="Tenant id.")
+@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]), help="The tenant-local day.")
+@history_option
+@click.option("--repair", is_flag=True, help="Repair drifting campaigns (the nightly job does with CAMPAIGN_COUNTERS_REPAIR=1).")
+@force_option
+@format_option
+@config_options
+def nightly(cfg: Config, tenant: str, day: Any, history_src: str | None, repair: bool, force: bool, fmt: str) -> None:
+    """Run a tenant's nightly check of one local day now, as the scheduler's job does.
+
+    Reconciles the campaigns with events that day, writes the overviews that
+    close with it (daily; weekly on Sundays; monthly on a month's last day)
+    and marks the night done: for the nights `health` lists as missed (too
+    old to be retried, refused, run without a history). Prints the run's
+    summary; exit status 0 when the night is done, 2 when refused.
+    """
+    from ..nightly.schedule import run_night
+
+    if not history_src:
+        raise ValidationError("history", f"give --history SRC (or set {ENV_HISTORY})")
+    out = run_night(counters_for(cfg), store_for(cfg), history_src, tenant, day.date(), repair=repair, force=force)
+    emit(out, fmt)
+    if out.get("refused"):
+        say(f"refused: {out['refused']} (--force to write anyway)")
+        sys.exit(EXIT_INPUT)
 
 
 @main.group()

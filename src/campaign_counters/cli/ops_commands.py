@@ -19,8 +19,9 @@ from ..config import Config
 from ..connection import redact
 from ..counters import AsyncCounters
 from ..counters import maintenance as m
+from ..errors import BackendError
 from . import demo as d
-from .app import EXIT_BACKEND, main
+from .app import EXIT_ATTENTION, EXIT_BACKEND, main
 from .options import config_options, counters_for, emit, format_option, queue_for, say, store_for
 
 TENANT = "cc-bench"
@@ -100,15 +101,25 @@ def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
 @format_option
 @config_options
 def health(cfg: Config, fmt: str) -> None:
-    """Check Redis, the report store and the queue; show pending snapshots and
-    rejected events: by campaign those Redis refused (a campaign named under
-    another tenant, a closed one), by field those that failed validation.
+    """Check Redis, the report store and the queue; show Redis memory, pending
+    snapshots and rejected events: by campaign those Redis refused (a campaign
+    named under another tenant, a closed one), by field those that failed
+    validation.
 
-    Exit status 0 when everything answers, 5 otherwise.
+    Not ok when numbers are at risk: an evicting maxmemory-policy (anything
+    but noeviction), memory above 90% of maxmemory, keys evicted or commands
+    refused for lack of memory. Exit status 0 when all is ok, 5 when Redis,
+    the store or the queue does not answer (the others are still reported),
+    1 when everything answers but something needs attention.
     """
     from ..health import health as check
 
-    report = check(counters_for(cfg), store_for(cfg, must_exist=False), queue_for(cfg))
+    try:
+        store, store_error = store_for(cfg, must_exist=False), None
+    except BackendError as exc:  # e.g. an SQLite file that cannot be opened: Redis is still reported
+        store, store_error = None, str(exc)
+    report = check(counters_for(cfg), store, queue_for(cfg), store_error=store_error)
     emit(report, fmt)
     if not report["ok"]:
-        raise SystemExit(EXIT_BACKEND)
+        down = any(not report.get(part, {}).get("ok", True) for part in ("redis", "store", "queue"))
+        raise SystemExit(EXIT_BACKEND if down else EXIT_ATTENTION)

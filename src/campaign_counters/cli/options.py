@@ -15,6 +15,7 @@ import click
 
 from ..config import ENV_HOME, ENV_QUEUE, ENV_REDIS, ENV_STORE, Config
 from ..counters import Counters
+from ..errors import BackendError
 from ..nightly.schedule import ENV_HISTORY
 from ..timezones import parse_zone
 from .output import FORMATS, render
@@ -128,6 +129,17 @@ def store_for(cfg: Config, must_exist: bool = True) -> Any:
     return open_store(cfg.store)
 
 
+def reachable_store(cfg: Config) -> tuple[Any, str | None]:
+    """(the report store, None) when it answers (None when the default file is absent), else (None, why)."""
+    try:
+        store = store_for(cfg, must_exist=False)
+        if store is not None:
+            store.ping()
+        return store, None
+    except BackendError as exc:
+        return None, str(exc)
+
+
 def queue_for(cfg: Config) -> Any:
     """The RQ queue, its connection closed with the command (the embedded server stops with its last client)."""
     from ..persist.jobs import make_queue
@@ -141,6 +153,10 @@ history_option = click.option(
     "--history", "history_src", envvar=ENV_HISTORY, show_envvar=True, metavar="SRC",
     help="Raw events: a JSON Lines file, or mongodb://host/db (NotificationHistory; "
          "?collection=NAME to change it; field mapping in CAMPAIGN_COUNTERS_HISTORY_MAPPING).")
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Write even when the history would lose numbers (fewer users or interactions than Redis or the "
+         "store hold, or no events at all): only when the history is known to be right.")
 tz_option = click.option("--tz", help="IANA timezone, e.g. Asia/Ho_Chi_Minh [default: the tenant's setting, else UTC].")
 
 

@@ -11,7 +11,7 @@ from ..config import Config
 from ..counters import maintenance as m
 from ..errors import NotFound, SnapshotRefused
 from .app import EXIT_INPUT, main
-from .options import checked_writer, config_options, emit, format_option, queue_for, say, store_for
+from .options import checked_writer, config_options, counters_for, emit, format_option, queue_for, say, store_for
 
 
 def _targets(counters: Any, tenant: str | None, campaign: str | None) -> list[tuple[str, str]]:
@@ -37,17 +37,19 @@ def snapshot(cfg: Config, tenant: str | None, campaign: str | None, enqueue: boo
     Without filters, every campaign with unpersisted changes. Safe to repeat
     and to run beside workers: documents are written with absolute values.
     """
-    counters, store = checked_writer(cfg)
-    targets = _targets(counters, tenant, campaign)
-    if enqueue:
+    if enqueue:  # the workers check Redis against the store themselves
         from ..persist.jobs import enqueue_snapshot
 
+        counters = counters_for(cfg)
+        targets = _targets(counters, tenant, campaign)
         queue = queue_for(cfg)
         queued = [c for t, c in targets if enqueue_snapshot(queue, t, c)]
         emit({"enqueued": queued, "already_pending": [c for _, c in targets if c not in queued]}, fmt)
         return
     from ..persist.snapshot import snapshot_campaign
 
+    counters, store = checked_writer(cfg)
+    targets = _targets(counters, tenant, campaign)
     results, refused = [], 0
     for i, (t, c) in enumerate(targets, start=1):
         say(f"[{i}/{len(targets)}] snapshot {t}/{c} ...")
@@ -76,18 +78,20 @@ def worker(cfg: Config, burst: bool) -> None:
     """Run an RQ worker for snapshot (and nightly) jobs.
 
     Jobs carry only ids; the worker passes its own configuration (URLs from
-    options or env) to them, so no credentials are stored in the queue.
+    options or env) to them, so no credentials are stored in the queue. A
+    busy worker beats every 5 s: if it dies, the scheduler's next tick hands
+    its job to another worker (about 15 s after the death, plus one tick).
     """
     import redis
-    from rq import Worker
 
     from ..config import QUEUE_NAME
+    from ..persist.liveness import HeartbeatWorker
 
     cfg.export()
     conn = redis.Redis.from_url(cfg.queue)
     click.get_current_context().call_on_close(conn.connection_pool.disconnect)
     say(f"worker on queue {QUEUE_NAME!r}, store {store_for(cfg)!r}")
-    w = Worker([QUEUE_NAME], connection=conn)
+    w = HeartbeatWorker([QUEUE_NAME], connection=conn)
     try:
         w.work(burst=burst, with_scheduler=True)
     finally:
@@ -101,17 +105,18 @@ def worker(cfg: Config, burst: bool) -> None:
 @click.option("--once", is_flag=True, help="Run one tick and exit.")
 @config_options
 def scheduler(cfg: Config, interval: float, once: bool) -> None:
-    """Every tick: enqueue a snapshot per changed campaign, and each tenant's
-    nightly job once its local midnight has passed (missed nights are caught up).
+    """Every tick: re-queue the jobs of dead workers, enqueue a snapshot per
+    changed campaign, and each tenant's nightly job once its local midnight
+    has passed (missed nights are caught up).
 
     The nightly job reconciles the day that ended against the history in
     $CAMPAIGN_COUNTERS_HISTORY (repairing with CAMPAIGN_COUNTERS_REPAIR=1) and
     writes the daily overview, the weekly one on Mondays, the monthly one on the 1st.
     """
     from ..nightly.schedule import tick_nightly
-    from ..persist.jobs import tick_snapshots
-
     from ..persist.durable import check_redis, remember_timezones
+    from ..persist.jobs import tick_snapshots
+    from ..persist.liveness import requeue_abandoned
 
     counters, store = checked_writer(cfg)
     queue = queue_for(cfg)
@@ -121,8 +126,12 @@ def scheduler(cfg: Config, interval: float, once: bool) -> None:
             say(f"warning: {check.reason}; restored from the report store, "
                 f"{len(check.flagged)} campaign(s) flagged for reconcile")
         remember_timezones(counters, store)
+        abandoned = requeue_abandoned(queue)
         enqueued = tick_snapshots(counters, queue)
         nights = tick_nightly(counters, queue)
+        if abandoned.requeued or abandoned.failed:
+            say(f"tick: jobs of dead workers: {len(abandoned.requeued)} re-queued "
+                f"{abandoned.requeued}, {len(abandoned.failed)} failed {abandoned.failed}")
         if enqueued or nights or once:
             say(f"tick: {len(enqueued)} snapshot(s) enqueued, {len(nights)} nightly job(s)"
                 + "".join(f" [{t} {d}]" for t, d in nights))

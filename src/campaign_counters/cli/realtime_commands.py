@@ -10,11 +10,11 @@ import click
 
 from ..config import Config
 from ..connection import redact
+from ..counters import maintenance as m
 from ..errors import NotFound
 from ..jsonlines import decode_error, loads_line
-from .app import EXIT_BACKEND, EXIT_REJECTED, main
-from ..counters import maintenance as m
 from ..persist import durable
+from .app import EXIT_BACKEND, EXIT_REJECTED, main
 from .options import (
     campaign_option, checked_writer, config_options, counters_for, emit, format_option, say, store_for, tenant_option,
 )
@@ -150,7 +150,13 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
 @format_option
 @config_options
 def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_store: bool, fmt: str) -> None:
-    """Print one user's journey through a job: steps, completion, exit node."""
+    """Print one user's journey through a job: steps, completion, exit node.
+
+    Live, the summary comes from Redis and the path from the steps already
+    persisted plus the journal's unpersisted tail. With the report store
+    unreachable it is served from Redis alone, saying so on stderr: the
+    steps that snapshots already moved to the store are then missing.
+    """
     from ..persist.views import live_journey, stored_journey
 
     if from_store:

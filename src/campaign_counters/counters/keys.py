@@ -172,6 +172,15 @@ class KeySchema:
         """Hash client (host:pid) -> JSON of its local spool: events waiting, oldest, overflowed."""
         return f"{self.prefix}spool"
 
-    def nightly_done(self) -> str:
-        """Hash tenant -> the last local day (ISO) whose nightly job was enqueued."""
+    def nightly_scheduled(self) -> str:
+        """Hash tenant -> the last local day (ISO) whose night was scheduled (became pending)."""
         return f"{self.prefix}nightly"
+
+    def nightly_pending(self) -> str:
+        """Sorted set of nights not yet done, `<tenant>/<day ISO>`; score: epoch seconds before which
+        no new attempt is enqueued."""
+        return f"{self.prefix}nightly:pending"
+
+    def nightly_outcomes(self) -> str:
+        """Hash `<tenant>/<day ISO>` -> JSON of the last attempt that did not complete the night."""
+        return f"{self.prefix}nightly:outcome"

@@ -14,7 +14,7 @@ from typing import Any
 from .core import CountersCore
 from .keys import CAMPAIGN_SCOPE
 from .records import REJECTION_NAMES, parse_names, parse_rejections, split_log, tail_events
-from .transport import Cmd, LuaScript, Plan, as_dict, call
+from .transport import Batches, Cmd, LuaScript, Plan, RefreshTopology, as_dict, call
 
 SWAP = LuaScript.load("swap.lua")
 BEGIN_SNAPSHOT = LuaScript.load("begin_snapshot.lua")
@@ -316,15 +316,70 @@ def restore_timezones(p: CountersCore, zones: dict[str, str]) -> Plan:
                                                                           for x in kv)))])
 
 
-def nightly_done(p: CountersCore) -> Plan:
-    """tenant -> the last local day (ISO string) whose nightly job was enqueued."""
-    (raw,) = yield from call(p.router, [Cmd(None, ("HGETALL", p.keys.nightly_done()))])
+def nightly_scheduled(p: CountersCore) -> Plan:
+    """tenant -> the last local day (ISO string) whose night was scheduled."""
+    (raw,) = yield from call(p.router, [Cmd(None, ("HGETALL", p.keys.nightly_scheduled()))])
     return {t.decode(): d.decode() for t, d in as_dict(raw).items()}
 
 
-def mark_nightly_done(p: CountersCore, tenant: str, day_iso: str) -> Plan:
-    """Note that the nightly job of a tenant's local day was enqueued."""
-    yield from call(p.router, [Cmd(None, ("HSET", p.keys.nightly_done(), tenant, day_iso))])
+def _night(tenant: str, day_iso: str) -> str:
+    return f"{tenant}/{day_iso}"
+
+
+def _parse_night(member: bytes) -> tuple[str, str]:
+    tenant, _, day_iso = member.decode().rpartition("/")
+    return tenant, day_iso
+
+
+def schedule_nights(p: CountersCore, nights: list[tuple[str, str]]) -> Plan:
+    """Make nights pending (due at once; kept if already pending) and advance each tenant's schedule."""
+    if not nights:
+        return
+    last: dict[str, str] = {}
+    for tenant, day_iso in nights:
+        last[tenant] = max(last.get(tenant, day_iso), day_iso)
+    pending = [x for tenant, day_iso in nights for x in (0, _night(tenant, day_iso))]
+    yield from call(p.router, [Cmd(None, ("ZADD", p.keys.nightly_pending(), "NX", *pending)),
+                               Cmd(None, ("HSET", p.keys.nightly_scheduled(), *[x for t in last.items() for x in t]))])
+
+
+def pending_nights(p: CountersCore, due_by: float | None = None) -> Plan:
+    """[(tenant, day ISO, not-before epoch seconds, last outcome JSON or None)]: all pending nights,
+    or only those whose next attempt may start by `due_by`."""
+    top = "+inf" if due_by is None else due_by
+    raw, outcomes = yield from call(p.router, [
+        Cmd(None, ("ZRANGEBYSCORE", p.keys.nightly_pending(), "-inf", top, "WITHSCORES")),
+        Cmd(None, ("HGETALL", p.keys.nightly_outcomes())),
+    ])
+    outcomes = as_dict(outcomes)
+    return [(*_parse_night(member), float(score), outcomes[member].decode() if member in outcomes else None)
+            for member, score in _pairs(raw)]
+
+
+def night_pending(p: CountersCore, tenant: str, day_iso: str) -> Plan:
+    """Whether a night is still pending."""
+    (score,) = yield from call(p.router, [Cmd(None, ("ZSCORE", p.keys.nightly_pending(), _night(tenant, day_iso)))])
+    return score is not None
+
+
+def defer_night(p: CountersCore, tenant: str, day_iso: str, not_before: float) -> Plan:
+    """Start no new attempt at a pending night before `not_before` (epoch seconds)."""
+    yield from call(p.router, [Cmd(None, ("ZADD", p.keys.nightly_pending(), "XX", not_before,
+                                          _night(tenant, day_iso)))])
+
+
+def note_night(p: CountersCore, tenant: str, day_iso: str, outcome: str) -> Plan:
+    """Record why an attempt did not complete a pending night (JSON), for `health`."""
+    yield from call(p.router, [Cmd(None, ("HSET", p.keys.nightly_outcomes(), _night(tenant, day_iso), outcome))])
+
+
+def complete_night(p: CountersCore, tenant: str, day_iso: str) -> Plan:
+    """A night is done: no longer pending, its failed attempts forgotten. Returns whether it was pending."""
+    removed, _ = yield from call(p.router, [
+        Cmd(None, ("ZREM", p.keys.nightly_pending(), _night(tenant, day_iso))),
+        Cmd(None, ("HDEL", p.keys.nightly_outcomes(), _night(tenant, day_iso))),
+    ])
+    return bool(removed)
 
 
 def day_counts(p: CountersCore, campaigns: list[str], day: str) -> Plan:
@@ -380,3 +435,23 @@ def rejected_counts(p: CountersCore) -> Plan:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def server_info(p: CountersCore, sections: tuple[str, ...] = ("memory", "stats", "errorstats")) -> Plan:
+    """INFO fields of every node (each primary on Redis Cluster): {"server" or "host:port": {field: text}}."""
+    if p.router.cluster and p.router.address(None) is None:
+        p.router.update((yield RefreshTopology()))
+    replies = yield Batches({addr: [("INFO", s) for s in sections] for addr in p.router.nodes()})
+    out: dict[str, dict[str, str]] = {}
+    for addr, parts in sorted(replies.items(), key=lambda item: item[0] or ("", 0)):
+        fields: dict[str, str] = {}
+        for part in parts:
+            if isinstance(part, Exception):
+                raise part
+            text = part.decode() if isinstance(part, bytes) else str(part)
+            for line in text.splitlines():
+                name, sep, value = line.partition(":")
+                if sep and not line.startswith("#"):
+                    fields[name] = value.strip()
+        out["server" if addr is None else f"{addr[0]}:{addr[1]}"] = fields
+    return out

@@ -109,6 +109,11 @@ class CampaignTruth:
     def jobs(self) -> list[str]:
         return sorted(self.users)
 
+    @property
+    def has_events(self) -> bool:
+        """Whether any event of the campaign was added (statuses included)."""
+        return self._arrival > 0
+
     def _scope(self, job: str | None) -> tuple[dict[str, _User], dict[tuple[str, str], int]]:
         if job is not None:
             return self.users.get(job, {}), self.choices.get(job, {})

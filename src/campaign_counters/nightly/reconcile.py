@@ -5,6 +5,13 @@ realtime counters are cumulative, so a campaign is checked whole; `--date`
 picks the campaigns that had events that day). A repair replays the history
 through the realtime script into the campaign's shadow keys and swaps them in
 with one atomic call, then re-snapshots, so readers never see half a repair.
+
+Before repairing, every drifting campaign is checked against what Redis and
+the store hold (`guard`): a history that would shrink a user count or the
+interactions of any job, or that has no events for the campaign at all,
+refuses the repair for all campaigns (nothing written) unless forced. The
+result keeps the drift found before repairing; what is left afterwards is
+`after_repair`.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from ..persist import durable
 from ..persist.snapshot import Lease, report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
 from ..stores import ReportStore
+from . import guard
 from .history import HistorySource, Progress
 from .recompute import CampaignTruth, window
 
@@ -37,9 +45,16 @@ class ReconcileResult:
     drift: list[dict[str, Any]] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     campaigns: list[str] = field(default_factory=list)
+    after_repair: list[dict[str, Any]] | None = None  # drift left after repairing (None: no repair asked)
+
+    @property
+    def remaining(self) -> list[dict[str, Any]]:
+        """The drift still there: after the repair when one was asked, else the drift found."""
+        return self.drift if self.after_repair is None else self.after_repair
 
     def output(self) -> dict[str, Any]:
-        return {"checked": self.checked, "drift": self.drift, "repaired": self.repaired}
+        return {"checked": self.checked, "drift": self.drift, "repaired": self.repaired,
+                "after_repair": self.after_repair}
 
 
 def flatten_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
@@ -86,11 +101,30 @@ def compare(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> l
     return diffs
 
 
+USER_COUNTS = ("target_users_count", "sent_users_count", "interacted_users_count", "completed_users_count",
+               "total_interactions")
+
+
 def _live(counters: Counters, tenant: str, campaign: str, job: str | None) -> dict[str, Any] | None:
     try:
         return counters.report(tenant, campaign, job)
     except NotFound:
         return None
+
+
+def _live_jobs(counters: Counters, tenant: str, campaign: str) -> set[str]:
+    """Jobs with live keys, when the campaign is this tenant's."""
+    meta = counters.run(m.campaign_meta(counters, campaign))
+    return set(meta.jobs) if meta.tenant == tenant else set()
+
+
+def _live_campaigns(counters: Counters, tenant: str) -> set[str]:
+    """The tenant's campaigns that still have live keys (closed ones have none)."""
+    found = set()
+    for campaign in counters.run(m.tenant_campaigns(counters, tenant)):
+        if counters.run(m.campaign_meta(counters, campaign)).tenant == tenant:
+            found.add(campaign)
+    return found
 
 
 def reconcile(
@@ -104,6 +138,7 @@ def reconcile(
     campaigns: set[str] | None = None,
     tz: ZoneInfo | None = None,
     repair: bool = False,
+    force: bool = False,
     progress: Callable[[str], None] | None = None,
     read_progress: Progress | None = None,
     record: bool = True,
@@ -111,9 +146,11 @@ def reconcile(
     """Check (and optionally repair) a tenant's campaigns against their history.
 
     With `day` (to `until`, for a backfill), the campaigns that had events
-    in those local days; else every campaign of the tenant in the history.
-    `progress` hears each campaign checked, `read_progress` how far the
-    history has been read.
+    in those local days; else every campaign of the tenant in the history or
+    with live keys. Every job known to the history, Redis or the store is
+    checked. `progress` hears each campaign checked, `read_progress` how far
+    the history has been read. Raises `Refused` (nothing written) when a
+    repair would shrink a campaign's counts, unless `force`.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
     if campaigns is None:
@@ -122,35 +159,47 @@ def reconcile(
             start_ms = int(window("daily", day, tz)[1].timestamp() * 1000)
             end_ms = int(window("daily", until or day, tz)[2].timestamp() * 1000)
         campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms, progress=read_progress)}
+        if day is None:
+            campaigns |= _live_campaigns(counters, tenant)
     truths = _truths(counters, history, tenant, campaigns, read_progress)
     result = ReconcileResult(tenant, campaigns=sorted(truths))
     drifted: set[str] = set()
+    losses: dict[str, list[guard.Loss]] = {}
     for campaign, truth in sorted(truths.items()):
         if progress:
             progress(campaign)
-        for job in [None, *truth.jobs]:
+        stored = {d.get("job_id"): report_from_doc(d) for d in store.campaign_reports(tenant, campaign)} \
+            if store is not None else {}
+        jobs = set(truth.jobs) | _live_jobs(counters, tenant, campaign) | {j for j in stored if j is not None}
+        for job in [None, *sorted(jobs)]:
             expected = truth.report(job)
             result.checked += 1
-            for metric, want, got in compare(expected, _live(counters, tenant, campaign, job)):
-                result.drift.append({"campaign": campaign, "job": job, "metric": metric,
-                                     "expected": want, "actual": got, "source": "live"})
-                drifted.add(campaign)
-            if store is not None:
-                doc = store.campaign_report(tenant, campaign, job)
-                if doc is not None:
-                    for metric, want, got in compare(expected, report_from_doc(doc)):
-                        result.drift.append({"campaign": campaign, "job": job, "metric": metric,
-                                             "expected": want, "actual": got, "source": "snapshot"})
-                        drifted.add(campaign)
+            where = f"job {job}" if job else "campaign total"
+            for source, actual in (("live", _live(counters, tenant, campaign, job)), ("snapshot", stored.get(job))):
+                if source == "snapshot" and actual is None:
+                    continue
+                for metric, want, got in compare(expected, actual):
+                    result.drift.append({"campaign": campaign, "job": job, "metric": metric,
+                                         "expected": want, "actual": got, "source": source})
+                    drifted.add(campaign)
+                losses.setdefault(campaign, []).extend(guard.losses(expected, actual, USER_COUNTS,
+                                                                    f"{where}, {source}"))
     if store is not None:
         for campaign in sorted(set(truths) - drifted):
             durable.clear_flag(store, campaign)  # exact: a Redis-loss or shrink flag no longer applies
-    if repair and drifted:
+    if repair and not force:
+        for campaign in sorted(drifted):
+            guard.refuse(f"campaign {campaign!r} of tenant {tenant!r}", losses.get(campaign, []),
+                         empty=not truths[campaign].has_events, tenant=tenant, campaign=campaign)
+    if repair:
         for campaign in sorted(drifted):
             if repair_campaign(counters, store, history, tenant, campaign):
                 result.repaired.append(campaign)
-        again = reconcile(counters, store, history, tenant, campaigns=drifted, tz=tz, record=False)
-        result.drift = again.drift
+        if drifted:
+            again = reconcile(counters, store, history, tenant, campaigns=drifted, tz=tz, record=False)
+            result.after_repair = again.drift
+        else:
+            result.after_repair = []
     if store is not None and record:
         store.insert_reconcile({
             "tenant_id": tenant, "created_at": iso_ms(int(time.time() * 1000)),

@@ -125,7 +125,8 @@ def snapshot_campaign(
 
     Raises SnapshotRefused (after flagging the campaign) when persisting
     would shrink stored numbers, NotFound when Redis has nothing of it.
-    `lease`: one the caller (a repair) already holds.
+    `lease`: one the caller (a repair) already holds; its snapshot writes
+    the rebuilt state whatever was stored (the repair was checked, or forced).
     """
     started = time.monotonic()
     meta = counters.run(m.campaign_meta(counters, campaign))
@@ -138,7 +139,7 @@ def snapshot_campaign(
         result.skipped = "another snapshot or a repair of this campaign is running"
         return result
     try:
-        _persist(counters, store, meta, result, batch, lease, progress)
+        _persist(counters, store, meta, result, batch, lease, progress, guard=own)
     finally:
         if own:
             lease.release()
@@ -155,9 +156,9 @@ def snapshot_campaign(
 
 
 def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, result: SnapshotResult, batch: int,
-             lease: Lease, progress: Callable[[SnapshotResult], None] | None) -> None:
+             lease: Lease, progress: Callable[[SnapshotResult], None] | None, guard: bool) -> None:
     campaign = meta.campaign
-    flagged = durable.flag_of(store, campaign)
+    flagged = durable.flag_of(store, campaign) if guard else None
     if flagged:
         raise SnapshotRefused(campaign, f"it is flagged for reconcile since {flagged['since']} "
                                         f"({flagged['reason']}); run `campaign-counters reconcile --tenant "
@@ -167,7 +168,8 @@ def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, resul
     users = counters.run(m.changed_users(counters, campaign))
     for first in range(0, len(users), batch):
         docs = _journey_docs(counters, meta, users[first:first + batch], snapshot_at)
-        _refuse_shorter_journeys(store, meta, docs)
+        if guard:
+            _refuse_shorter_journeys(store, meta, docs)
         store.upsert_journeys(docs)
         lease.renew()
         result.batches += 1
@@ -181,7 +183,8 @@ def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, resul
             docs.append(report_doc(counters.report(meta.tenant, campaign, job), snapshot_at))
         except NotFound:
             continue  # a job known only from a status event has no counters yet
-    _refuse_smaller_reports(store, meta, docs)
+    if guard:
+        _refuse_smaller_reports(store, meta, docs)
     store.upsert_campaign_reports(docs)
     result.reports = len(docs)
     counters.run(m.end_snapshot(counters, campaign, start.rgen))
