@@ -1,0 +1,126 @@
+"""FPTChat's NotificationHistory documents as events: the one mapping the live hook and the nightly check share.
+
+The chat service's hooks turn the NotificationHistory document they just
+wrote into an event with `history_event` and fire it; the nightly history
+source (`nightly.history.MongoHistory`) reads the same collection through
+the same function. So a document means the same event live and at night,
+and the nightly reconcile compares like with like.
+
+A document is mapped field by field. The defaults follow FPTChat's model;
+override any name with a JSON object in `CAMPAIGN_COUNTERS_HISTORY_MAPPING`
+(for both sides at once) or with `history_mapping(overrides)`:
+
+| mapping key | default field | becomes |
+|---|---|---|
+| `tenant` | `tenant_id` | `tenant` |
+| `campaign` | `campaign_id` | `campaign` (an ObjectId as its 24-hex string) |
+| `job` | `job_id` | `job` |
+| `user` | `user_id` | `user` |
+| `sent` | `first_message` | truthy: a `sent` event |
+| `interaction` | `interaction_user` | truthy (and not `sent`): an `interaction`; else `targeted` |
+| `target` | `answer_target` | `target` |
+| `choice` | `selected_action` | `choice` |
+| `title` | `answer_title` | `title` |
+| `node` | (none) | `node` |
+| `time` | `created_at` | `ts` (a datetime, cut to the millisecond MongoDB keeps; naive is UTC) |
+| `timestamp` | `timestamp` | `ts` when `time` holds no datetime (epoch seconds) |
+| `id` | `_id` | `id`, so a document is counted once however often it is read or fired |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from .errors import ValidationError
+
+DEFAULT_MAPPING: dict[str, str | None] = {
+    "tenant": "tenant_id", "campaign": "campaign_id", "job": "job_id", "user": "user_id",
+    "sent": "first_message", "interaction": "interaction_user", "target": "answer_target",
+    "choice": "selected_action", "title": "answer_title", "node": None, "time": "created_at",
+    "timestamp": "timestamp", "id": "_id",
+}
+ENV_MAPPING = "CAMPAIGN_COUNTERS_HISTORY_MAPPING"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MS = timedelta(milliseconds=1)
+
+_from_env: dict[str, dict[str, str | None]] = {}  # the environment's JSON text -> its mapping
+
+
+def history_mapping(overrides: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+    """Field names to read: the defaults, then CAMPAIGN_COUNTERS_HISTORY_MAPPING, then `overrides`.
+
+    Raises ValidationError for text that is not a JSON object of names, or an unknown key.
+    """
+    env = os.environ.get(ENV_MAPPING) or ""
+    base = _from_env.get(env)
+    if base is None:
+        base = _from_env[env] = _merge(DEFAULT_MAPPING, _parse_env(env), ENV_MAPPING)
+    return _merge(base, overrides or {}, "mapping") if overrides else base
+
+
+def _parse_env(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValidationError(ENV_MAPPING, 'must be a JSON object, e.g. {"time": "sent_at"}')
+    return value
+
+
+def _merge(base: Mapping[str, str | None], overrides: Mapping[str, Any], field: str) -> dict[str, str | None]:
+    unknown = set(overrides) - set(DEFAULT_MAPPING)
+    if unknown:
+        raise ValidationError(field, f"unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_MAPPING)}")
+    if any(v is not None and not isinstance(v, str) for v in overrides.values()):
+        raise ValidationError(field, "values must be field names (strings) or null")
+    return {**base, **overrides}
+
+
+def epoch_seconds(when: datetime) -> float:
+    """A datetime as Unix seconds, cut to the millisecond as BSON dates are (naive means UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - EPOCH) // MS / 1000
+
+
+def history_event(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """The event a NotificationHistory document stands for, as a plain dict (not yet validated).
+
+    Never raises on an odd document: recording (or the nightly source)
+    validates the event and rejects it with the field and the reason.
+    """
+    m = mapping or history_mapping()
+
+    def get(key: str) -> Any:
+        name = m.get(key)
+        return doc.get(name) if name else None
+
+    when = get("time")
+    ts = epoch_seconds(when) if isinstance(when, datetime) else get("timestamp")
+    kind = "sent" if get("sent") else "interaction" if get("interaction") else "targeted"
+    event: dict[str, Any] = {"type": kind, "tenant": get("tenant"), "campaign": get("campaign"),
+                             "job": get("job"), "user": get("user"), "ts": ts, "id": get("id")}
+    for key in ("tenant", "campaign", "job", "user", "id"):
+        if event[key] is not None and not isinstance(event[key], (str, int)):
+            event[key] = str(event[key])  # ObjectId and friends
+    if kind == "interaction":
+        event.update(target=get("target"), choice=get("choice"), title=get("title"), node=get("node"))
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def status_event(tenant_id: str, campaign_id: Any, status: str, at: datetime | None = None,
+                 job_id: str | None = None) -> dict[str, Any]:
+    """A campaign (or job) status event, e.g. COMPLETED from handler_message_state_completed; `at` defaults to now."""
+    ts = epoch_seconds(at) if at is not None else int(time.time() * 1000) / 1000
+    event: dict[str, Any] = {"type": "status", "tenant": tenant_id, "campaign": str(campaign_id),
+                             "status": status, "ts": ts}
+    if job_id is not None:
+        event["job"] = job_id
+    return event
