@@ -6,7 +6,7 @@ import json
 import random
 from datetime import date
 
-import mongomock
+import mongomock_ng
 import pytest
 
 from campaign_counters import Counters
@@ -122,7 +122,7 @@ def test_mongo_history_mapping_on_mongomock(counters, tmp_path):
     from bson import ObjectId
     from datetime import datetime, timezone
 
-    client = mongomock.MongoClient()
+    client = mongomock_ng.MongoClient()
     coll = client["fptchat"]["NotificationHistory"]
     camp = ObjectId()
     t0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
