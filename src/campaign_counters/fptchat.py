@@ -1,10 +1,16 @@
 """FPTChat's NotificationHistory documents as events: the one mapping the live hook and the nightly check share.
 
 The chat service's hooks turn the NotificationHistory document they just
-wrote into an event with `history_event` and fire it; the nightly history
+wrote into events with `history_events` and fire them; the nightly history
 source (`nightly.history.MongoHistory`) reads the same collection through
-the same function. So a document means the same event live and at night,
+the same function. So a document means the same events live and at night,
 and the nightly reconcile compares like with like.
+
+A document may carry both flags (the first message, later answered: its
+buttons were clicked): it is then a `sent` and an `interaction`. Each event's
+id is the document's `_id` and the event type, so firing a document again
+after each update applies every event once, and the nightly read of its
+final state finds the same events.
 
 A document is mapped field by field. The defaults follow FPTChat's model;
 override any name with a JSON object in `CAMPAIGN_COUNTERS_HISTORY_MAPPING`
@@ -17,14 +23,14 @@ override any name with a JSON object in `CAMPAIGN_COUNTERS_HISTORY_MAPPING`
 | `job` | `job_id` | `job` |
 | `user` | `user_id` | `user` |
 | `sent` | `first_message` | truthy: a `sent` event |
-| `interaction` | `interaction_user` | truthy (and not `sent`): an `interaction`; else `targeted` |
+| `interaction` | `interaction_user` | truthy: an `interaction` event (as well); neither flag: a `targeted` one |
 | `target` | `answer_target` | `target` |
 | `choice` | `selected_action` | `choice` |
 | `title` | `answer_title` | `title` |
 | `node` | (none) | `node` |
 | `time` | `created_at` | `ts` (a datetime, cut to the millisecond MongoDB keeps; naive is UTC) |
 | `timestamp` | `timestamp` | `ts` when `time` holds no datetime (epoch seconds) |
-| `id` | `_id` | `id`, so a document is counted once however often it is read or fired |
+| `id` | `_id` | `id` = `<_id>:<type>`: each event of a document counts once however often it is fired or read |
 """
 
 from __future__ import annotations
@@ -90,11 +96,12 @@ def epoch_seconds(when: datetime) -> float:
     return (when - EPOCH) // MS / 1000
 
 
-def history_event(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | None = None) -> dict[str, Any]:
-    """The event a NotificationHistory document stands for, as a plain dict (not yet validated).
+def history_events(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+    """The events a NotificationHistory document stands for, as plain dicts (not yet validated).
 
-    Never raises on an odd document: recording (or the nightly source)
-    validates the event and rejects it with the field and the reason.
+    One or two: `sent` and/or `interaction` by the document's flags, else
+    `targeted`. Never raises on an odd document: recording (or the nightly
+    source) validates each event and rejects it with the field and the reason.
     """
     m = mapping or history_mapping()
 
@@ -103,16 +110,21 @@ def history_event(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | No
         return doc.get(name) if name else None
 
     when = get("time")
-    ts = epoch_seconds(when) if isinstance(when, datetime) else get("timestamp")
-    kind = "sent" if get("sent") else "interaction" if get("interaction") else "targeted"
-    event: dict[str, Any] = {"type": kind, "tenant": get("tenant"), "campaign": get("campaign"),
-                             "job": get("job"), "user": get("user"), "ts": ts, "id": get("id")}
-    for key in ("tenant", "campaign", "job", "user", "id"):
-        if event[key] is not None and not isinstance(event[key], (str, int)):
-            event[key] = str(event[key])  # ObjectId and friends
-    if kind == "interaction":
-        event.update(target=get("target"), choice=get("choice"), title=get("title"), node=get("node"))
-    return {k: v for k, v in event.items() if v is not None}
+    base: dict[str, Any] = {"tenant": get("tenant"), "campaign": get("campaign"), "job": get("job"),
+                            "user": get("user"), "ts": epoch_seconds(when) if isinstance(when, datetime)
+                            else get("timestamp")}
+    for key in ("tenant", "campaign", "job", "user"):
+        if base[key] is not None and not isinstance(base[key], (str, int)):
+            base[key] = str(base[key])  # ObjectId and friends
+    doc_id = get("id")
+    kinds = [k for k in ("sent", "interaction") if get(k)] or ["targeted"]
+    events = []
+    for kind in kinds:
+        event = {"type": kind, **base, "id": None if doc_id is None else f"{doc_id}:{kind}"}
+        if kind == "interaction":
+            event.update(target=get("target"), choice=get("choice"), title=get("title"), node=get("node"))
+        events.append({k: v for k, v in event.items() if v is not None})
+    return events
 
 
 def status_event(tenant_id: str, campaign_id: Any, status: str, at: datetime | None = None,

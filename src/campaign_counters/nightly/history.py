@@ -4,7 +4,7 @@ Both stream events one at a time (memory stays bounded whatever the size)
 and filter by tenant, campaign and time: in MongoDB on the server, in a file
 while reading.
 
-MongoDB documents become events through `campaign_counters.fptchat.history_event`,
+MongoDB documents become events through `campaign_counters.fptchat.history_events`,
 the same mapping the chat service's hooks use live (field names overridable
 with `CAMPAIGN_COUNTERS_HISTORY_MAPPING`, or `open_history(..., mapping=...)`).
 """
@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..connection import redact
 from ..errors import BackendError, ValidationError
 from ..events import Event, parse_event
-from ..fptchat import history_event, history_mapping
+from ..fptchat import history_events, history_mapping
 from ..jsonlines import loads_line
 
 log = logging.getLogger(__name__)
@@ -145,14 +145,15 @@ class MongoHistory(HistorySource):
             for done, doc in enumerate(cursor, start=1):
                 if progress and done % PROGRESS_EVERY == 0:
                     progress(done, total, "documents")
-                try:
-                    ev = parse_event(history_event(doc, self.mapping))
-                except ValidationError as exc:
-                    self.skipped += 1
-                    log.warning("NotificationHistory %s skipped: %s", doc.get("_id"), exc)
-                    continue
-                if _wanted(ev, tenant, campaigns, start_ms, end_ms):
-                    yield ev
+                for raw in history_events(doc, self.mapping):
+                    try:
+                        ev = parse_event(raw)
+                    except ValidationError as exc:
+                        self.skipped += 1
+                        log.warning("NotificationHistory %s skipped: %s", doc.get("_id"), exc)
+                        continue
+                    if _wanted(ev, tenant, campaigns, start_ms, end_ms):
+                        yield ev
             if progress:
                 progress(total or 0, total, "documents")
         except self._errors as exc:
