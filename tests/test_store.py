@@ -18,21 +18,6 @@ from wire_mongo import DEVIATIONS
 MONGO_URL = os.environ.get("CAMPAIGN_COUNTERS_TEST_MONGO_URL")
 
 
-@pytest.fixture(scope="module")
-def wire_mongo():
-    """nx-27017 on a loopback port for this module; the tests using it skip if it cannot start."""
-    pytest.importorskip("nx_27017")
-    from wire_mongo import WireMongo
-
-    server = WireMongo()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
-
-
 def _server_store(base_url):
     db = f"cc_test_{uuid.uuid4().hex[:8]}"
     s = open_store(f"{base_url.rstrip('/')}/{db}")
