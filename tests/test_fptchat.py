@@ -23,7 +23,10 @@ from umongo.frameworks import PyMongoInstance
 
 from campaign_counters import AsyncCounters, Counters, ValidationError
 from campaign_counters.cli import main
-from campaign_counters.fptchat import ENV_MAPPING, history_events, history_mapping, status_event
+from campaign_counters.counters import Settings
+from campaign_counters.fptchat import (
+    ENV_MAPPING, fire_history, history_events, history_mapping, record_history, status_event,
+)
 from campaign_counters.nightly.history import JsonlHistory, MongoHistory
 from campaign_counters.nightly.overview import overviews, store_overviews
 from campaign_counters.nightly.reconcile import reconcile
@@ -212,17 +215,17 @@ async def test_notification_history_gives_the_same_reports_live_and_at_night(red
     assert any(d["first_message"] and d["interaction_user"] for d in final)
     too_long = dict(final[7], _id=ObjectId(), user_id="u" * 101)  # longer than the model allows: refused
 
-    live = AsyncCounters(redis_url)
+    live = AsyncCounters(redis_url, settings=Settings(timeout=10))  # a loaded test machine, not a chat service
     await live.load_script(TENANT, campaign, OFFER_SCRIPT)
     outcomes = []
-    for i, event in enumerate(e for state in fired for e in history_events(state)):
+    for i, state in enumerate(fired):  # the hooks: one document state after each write
         if i % 2:
-            live.fire(event)
+            fire_history(live, state)
         else:
-            outcomes.append(await live.record_safe(event, timeout=10))
+            outcomes += await record_history(live, state)
     await live.drain()
-    assert live.stats["failed"] == 0 and set(outcomes) <= {"applied", "duplicate"}
-    assert {await live.record_safe(e, timeout=10) for e in history_events(too_long)} == {"rejected"}
+    assert live.stats["failed"] == 0 and set(outcomes) == {"applied", "duplicate"}
+    assert set(await record_history(live, too_long)) == {"rejected"}
     await live.close()
 
     db["NotificationHistory"].insert_many(final + [too_long])

@@ -39,7 +39,7 @@ import json
 import os
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from .errors import ValidationError
 
@@ -54,6 +54,14 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
 
 _from_env: dict[str, dict[str, str | None]] = {}  # the environment's JSON text -> its mapping
+
+
+class LiveCounters(Protocol):
+    """What the hooks need of `AsyncCounters` (this module sits below the realtime package)."""
+
+    def fire(self, event: Mapping[str, Any]) -> None: ...
+
+    async def record_safe(self, event: Mapping[str, Any]) -> str: ...
 
 
 def history_mapping(overrides: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
@@ -125,6 +133,19 @@ def history_events(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | N
             event.update(target=get("target"), choice=get("choice"), title=get("title"), node=get("node"))
         events.append({k: v for k, v in event.items() if v is not None})
     return events
+
+
+def fire_history(live: LiveCounters, doc: Mapping[str, Any],
+                 mapping: Mapping[str, str | None] | None = None) -> None:
+    """Fire and forget the events of a NotificationHistory document just written; returns at once, never raises."""
+    for event in history_events(doc, mapping):
+        live.fire(event)
+
+
+async def record_history(live: LiveCounters, doc: Mapping[str, Any],
+                         mapping: Mapping[str, str | None] | None = None) -> list[str]:
+    """Record them with `record_safe` (bounded wait, never raises): the outcome of each event."""
+    return [await live.record_safe(event) for event in history_events(doc, mapping)]
 
 
 def status_event(tenant_id: str, campaign_id: Any, status: str, at: datetime | None = None,
