@@ -1,13 +1,13 @@
-"""FPTChat's report models as the seed design declares them, in umongo 4, to read our documents with.
+"""FPTChat's report models as its reports design declares them, in umongo 4, to read our documents with.
 
 umongo 4 runs on marshmallow 4, where a field takes no free keyword
-arguments: the seed's `max_length=N` is written `validate=Length(max=N)` and
+arguments: FPTChat's `max_length=N` is written `validate=Length(max=N)` and
 `choices=[...]` is `validate=OneOf([...])` (both checked when a document is
-loaded). The seed shows `funnel_data = ListField(...)`: a list of objects
-here. It never defines `JourneyStep`: its fields are those our steps carry.
+loaded). Its `funnel_data = ListField(...)` is a list of objects here. The
+design never defines `JourneyStep`: its fields are those our steps carry.
 
-`*Seed` mixins hold exactly the seed's fields; `*Added` mixins the fields
-campaign-counters writes besides. `strict_models` declares both, as umongo's
+`*Seed` mixins hold exactly the fields FPTChat's models declare; `*Added`
+mixins the fields campaign-counters writes besides. `strict_models` declares both, as umongo's
 default strict mode needs (an undeclared field in the database is an
 error); `seed_models` declares the seed's fields only and accepts the rest.
 """
@@ -101,10 +101,10 @@ def _register(instance, strict: bool) -> SimpleNamespace:
 
 
 def strict_models(instance) -> SimpleNamespace:
-    """The seed's fields and the added ones declared; umongo's default strict mode."""
+    """FPTChat's fields and the added ones declared; umongo's default strict mode."""
     return _register(instance, strict=True)
 
 
 def seed_models(instance) -> SimpleNamespace:
-    """The seed's fields only, with `strict = False` so the added fields are accepted."""
+    """FPTChat's fields only, with `strict = False` so the added fields are accepted."""
     return _register(instance, strict=False)
