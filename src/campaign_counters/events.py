@@ -119,7 +119,8 @@ def _id(field: str, value: Any) -> str:
 
 def _text(field: str, value: Any) -> str:
     """check_text with fast paths: printable strings (no control character) of a sane length."""
-    if type(value) is str and 0 < len(value) <= LIMITS.get(field, MAX_TEXT) and (value.isprintable() or _TEXT_OK(value)):
+    if (type(value) is str and 0 < len(value) <= LIMITS.get(field, MAX_TEXT)
+            and (value.isprintable() or _TEXT_OK(value))):
         return value
     return check_text(field, value)
 

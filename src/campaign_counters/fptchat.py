@@ -38,10 +38,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Mapping, Protocol
 
 from .errors import ValidationError
+from .reports import epoch_ms
+
+FieldNames = Mapping[str, str | None]
+"""Mapping key (`tenant`, `time`, ...) -> the document field that holds it (None: not mapped)."""
 
 DEFAULT_MAPPING: dict[str, str | None] = {
     "tenant": "tenant_id", "campaign": "campaign_id", "job": "job_id", "user": "user_id",
@@ -50,8 +54,6 @@ DEFAULT_MAPPING: dict[str, str | None] = {
     "timestamp": "timestamp", "id": "_id",
 }
 ENV_MAPPING = "CAMPAIGN_COUNTERS_HISTORY_MAPPING"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MS = timedelta(milliseconds=1)
 
 _from_env: dict[str, dict[str, str | None]] = {}  # the environment's JSON text -> its mapping
 
@@ -64,7 +66,7 @@ class LiveCounters(Protocol):
     async def record_safe(self, event: Mapping[str, Any]) -> str: ...
 
 
-def history_mapping(overrides: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+def history_mapping(overrides: FieldNames | None = None) -> dict[str, str | None]:
     """Field names to read: the defaults, then CAMPAIGN_COUNTERS_HISTORY_MAPPING, then `overrides`.
 
     Raises ValidationError for text that is not a JSON object of names, or an unknown key.
@@ -88,7 +90,7 @@ def _parse_env(text: str) -> dict[str, Any]:
     return value
 
 
-def _merge(base: Mapping[str, str | None], overrides: Mapping[str, Any], field: str) -> dict[str, str | None]:
+def _merge(base: FieldNames, overrides: Mapping[str, Any], field: str) -> dict[str, str | None]:
     unknown = set(overrides) - set(DEFAULT_MAPPING)
     if unknown:
         raise ValidationError(field, f"unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_MAPPING)}")
@@ -97,14 +99,7 @@ def _merge(base: Mapping[str, str | None], overrides: Mapping[str, Any], field: 
     return {**base, **overrides}
 
 
-def epoch_seconds(when: datetime) -> float:
-    """A datetime as Unix seconds, cut to the millisecond as BSON dates are (naive means UTC)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - EPOCH) // MS / 1000
-
-
-def history_events(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+def history_events(doc: Mapping[str, Any], mapping: FieldNames | None = None) -> list[dict[str, Any]]:
     """The events a NotificationHistory document stands for, as plain dicts (not yet validated).
 
     One or two: `sent` and/or `interaction` by the document's flags, else
@@ -119,7 +114,7 @@ def history_events(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | N
 
     when = get("time")
     base: dict[str, Any] = {"tenant": get("tenant"), "campaign": get("campaign"), "job": get("job"),
-                            "user": get("user"), "ts": epoch_seconds(when) if isinstance(when, datetime)
+                            "user": get("user"), "ts": epoch_ms(when) / 1000 if isinstance(when, datetime)
                             else get("timestamp")}
     for key in ("tenant", "campaign", "job", "user"):
         if base[key] is not None and not isinstance(base[key], (str, int)):
@@ -135,23 +130,21 @@ def history_events(doc: Mapping[str, Any], mapping: Mapping[str, str | None] | N
     return events
 
 
-def fire_history(live: LiveCounters, doc: Mapping[str, Any],
-                 mapping: Mapping[str, str | None] | None = None) -> None:
-    """Fire and forget the events of a NotificationHistory document just written; returns at once, never raises."""
+def fire_history(live: LiveCounters, doc: Mapping[str, Any], mapping: FieldNames | None = None) -> None:
+    """Fire and forget the events of a NotificationHistory document just written: returns at once, never raises."""
     for event in history_events(doc, mapping):
         live.fire(event)
 
 
-async def record_history(live: LiveCounters, doc: Mapping[str, Any],
-                         mapping: Mapping[str, str | None] | None = None) -> list[str]:
+async def record_history(live: LiveCounters, doc: Mapping[str, Any], mapping: FieldNames | None = None) -> list[str]:
     """Record them with `record_safe` (bounded wait, never raises): the outcome of each event."""
     return [await live.record_safe(event) for event in history_events(doc, mapping)]
 
 
 def status_event(tenant_id: str, campaign_id: Any, status: str, at: datetime | None = None,
                  job_id: str | None = None) -> dict[str, Any]:
-    """A campaign (or job) status event, e.g. COMPLETED from handler_message_state_completed; `at` defaults to now."""
-    ts = epoch_seconds(at) if at is not None else int(time.time() * 1000) / 1000
+    """A campaign (or job) status event, e.g. COMPLETED at the end of a campaign; `at` defaults to now."""
+    ts = (epoch_ms(at) if at is not None else int(time.time() * 1000)) / 1000
     event: dict[str, Any] = {"type": "status", "tenant": tenant_id, "campaign": str(campaign_id),
                              "status": status, "ts": ts}
     if job_id is not None:

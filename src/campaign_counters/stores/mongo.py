@@ -77,7 +77,8 @@ class MongoStore(ReportStore):
                 self._checked = True
             if write:
                 self.db[META].update_one({"_id": "schema"}, {"$set": {"version": VERSION}}, upsert=True)
-                self.reports.create_index([("tenant_id", asc), ("campaign_id", asc), ("job_id", asc)], unique=True)
+                self.reports.create_index([("tenant_id", asc), ("campaign_id", asc), ("job_id", asc)],
+                                          unique=True)
                 self.journeys.create_index(
                     [("tenant_id", asc), ("campaign_id", asc), ("job_id", asc), ("user_id", asc)], unique=True
                 )
@@ -159,7 +160,8 @@ class MongoStore(ReportStore):
         self._bulk(self.reports, ops)
 
     def campaign_report(self, tenant: str, campaign: str, job: str | None) -> dict[str, Any] | None:
-        found = self._find(self.reports, CAMPAIGN_REPORTS, {"tenant_id": tenant, "campaign_id": campaign, "job_id": job})
+        key = {"tenant_id": tenant, "campaign_id": campaign, "job_id": job}
+        found = self._find(self.reports, CAMPAIGN_REPORTS, key)
         return found[0] if found else None
 
     def campaign_reports(self, tenant: str, campaign: str) -> list[dict[str, Any]]:

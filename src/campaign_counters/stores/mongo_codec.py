@@ -30,19 +30,14 @@ from zoneinfo import ZoneInfo
 
 from bson import ObjectId
 
-from ..reports import iso_ms
+from ..reports import EPOCH, epoch_ms, iso_ms
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
 HEX = frozenset("0123456789abcdef")
 
 
 def _aware(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
-
-
-def _ms(when: datetime) -> int:
-    return (_aware(when) - EPOCH) // MS
 
 
 def _tz(doc: Mapping[str, Any]) -> ZoneInfo:
@@ -74,12 +69,12 @@ def _campaign_out(value: Any, doc: Mapping[str, Any]) -> Any:
 
 def _instant_in(value: Any, doc: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
-        return datetime.fromtimestamp(_ms(datetime.fromisoformat(value)) / 1000, timezone.utc)
+        return EPOCH + epoch_ms(datetime.fromisoformat(value)) * MS
     return value
 
 
 def _instant_out(value: Any, doc: Mapping[str, Any]) -> Any:
-    return iso_ms(_ms(value)) if isinstance(value, datetime) else value
+    return iso_ms(epoch_ms(value)) if isinstance(value, datetime) else value
 
 
 def _seconds_in(value: Any, doc: Mapping[str, Any]) -> Any:
@@ -89,7 +84,7 @@ def _seconds_in(value: Any, doc: Mapping[str, Any]) -> Any:
 
 
 def _seconds_out(value: Any, doc: Mapping[str, Any]) -> Any:
-    return _ms(value) / 1000 if isinstance(value, datetime) else value
+    return epoch_ms(value) / 1000 if isinstance(value, datetime) else value
 
 
 def _local_day_in(value: Any, doc: Mapping[str, Any]) -> Any:
