@@ -111,6 +111,21 @@ async def api(flavour, request):
         await c.close()
 
 
+@pytest.fixture(scope="session")
+def wire_mongo():
+    """nx-27017 (MongoDB's wire protocol) on a loopback port; the tests using it skip if it cannot start."""
+    pytest.importorskip("nx_27017")
+    from wire_mongo import WireMongo
+
+    server = WireMongo()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def cli(redis_url, tmp_path):
     from campaign_counters.cli import main

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import mongomock
+import mongomock_ng
 import pytest
 import redis
 from redis.crc import key_slot
@@ -49,7 +49,7 @@ def test_snapshot_on_the_cluster(cluster_url):
     c.load_script(T, "cl-snap", OFFER_SCRIPT)
     events = random_events(OFFER_SCRIPT, 50, seed=3, campaign="cl-snap")
     c.record_many(events)
-    store = MongoStore("mongodb://mock/cc", client=mongomock.MongoClient())
+    store = MongoStore("mongodb://mock/cc", client=mongomock_ng.MongoClient())
     snapshot_campaign(c, store, "cl-snap", batch=40)
     assert stored_report(store, T, "cl-snap", None) == c.report(T, "cl-snap")
     assert c.run(m.dirty_campaigns(c)) == []

@@ -6,7 +6,7 @@ import json
 import random
 from datetime import date
 
-import mongomock
+import mongomock_ng
 import pytest
 
 from campaign_counters import Counters, TenantMismatch
@@ -124,7 +124,7 @@ def test_mongo_history_mapping_on_mongomock(counters, tmp_path):
     from bson import ObjectId
     from datetime import datetime, timezone
 
-    client = mongomock.MongoClient()
+    client = mongomock_ng.MongoClient()
     coll = client["fptchat"]["NotificationHistory"]
     camp = ObjectId()
     t0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -144,7 +144,7 @@ def test_mongo_history_mapping_on_mongomock(counters, tmp_path):
     assert reports == [(4, 4, "documents")]  # counted on the server with the same filter
     assert [(e.type, e.user) for e in events] == [("sent", "u1"), ("interaction", "u1"), ("targeted", "u2"), ("sent", "u4")]
     assert events[1].target == "ask" and events[1].choice == "go" and events[1].title == "Go!"
-    assert events[0].campaign == str(camp) and events[0].id == str(docs[0]["_id"])
+    assert events[0].campaign == str(camp) and events[0].id == f"{docs[0]['_id']}:sent"
     assert events[1].ts == t0.timestamp() + 300
     day = list(source.events(T, {str(camp)}, int(t0.timestamp() * 1000), int(t0.timestamp() * 1000) + 86_400_000))
     assert [e.user for e in day] == ["u1", "u1", "u2"]

@@ -49,6 +49,7 @@ RULES = [
     ("tenant", {k: v for k, v in GOOD.items() if k != "tenant"}),
     ("tenant", {**GOOD, "tenant": "bad tenant!"}),
     ("tenant", {**GOOD, "tenant": "t" * 65}),
+    ("tenant", {**GOOD, "tenant": "t" * 51}),  # FPTChat's models: tenant_id max_length=50
     ("campaign", {k: v for k, v in GOOD.items() if k != "campaign"}),
     ("campaign", {**GOOD, "campaign": "c{1}"}),
     ("campaign", {**GOOD, "campaign": ""}),
@@ -57,6 +58,7 @@ RULES = [
     ("user", {k: v for k, v in GOOD.items() if k != "user"}),
     ("user", {**GOOD, "user": ""}),
     ("user", {**GOOD, "user": "u" * 257}),
+    ("user", {**GOOD, "user": "u" * 101}),  # FPTChat's models: user_id max_length=100
     ("user", {**GOOD, "user": "a\nb"}),
     ("user", {**GOOD, "user": ["list"]}),
     ("ts", {k: v for k, v in GOOD.items() if k != "ts"}),
@@ -137,3 +139,16 @@ async def test_ids_on_reads_are_validated(api):
     with pytest.raises(ValidationError) as info:
         await api.report(T, C, "*")
     assert info.value.field == "job"
+
+
+async def test_ids_at_the_length_limits_of_fptchats_models_are_accepted(api):
+    tenant, user = "t" * 50, "u" * 100
+    res = await api.record_many([ev("sent", user, 1, tenant=tenant, campaign="c-limits"),
+                                 ev("sent", user + "u", 1, tenant=tenant, campaign="c-limits"),
+                                 ev("sent", "u1", 1, tenant=tenant + "t", campaign="c-limits")])
+    assert res.accepted == 1
+    assert [(r.field, r.reason) for r in res.rejections] == [
+        ("user", "must be at most 100 characters"),
+        ("tenant", "must be 1-50 characters of A-Z a-z 0-9 _ . -"),
+    ]
+    assert (await api.report(tenant, "c-limits"))["sent_users_count"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-import mongomock
+import mongomock_ng
 import pytest
 import redis
 from rq import Queue, SimpleWorker
@@ -26,7 +26,7 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         s = open_store(f"sqlite:///{tmp_path}/reports.db")
     else:
-        s = MongoStore("mongodb://mock/cc", client=mongomock.MongoClient())
+        s = MongoStore("mongodb://mock/cc", client=mongomock_ng.MongoClient())
     yield s
     s.close()
 

@@ -2,6 +2,11 @@
 
 Validation happens before anything touches Redis so a rejected event changes
 nothing; every rejection names the field and the reason.
+
+Tenant ids are at most 50 characters and user ids at most 100: FPTChat's
+report models declare `tenant_id = StringField(max_length=50)` and
+`user_id = StringField(max_length=100)`, so a longer id is refused here, at
+input, rather than written into a document those models cannot validate.
 """
 
 from __future__ import annotations
@@ -18,24 +23,28 @@ ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 STATUS_RE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
+MAX_ID = 64
 MAX_TEXT = 256
 MAX_TITLE = 1024
+LIMITS = {"tenant": 50, "user": 100}  # FPTChat's models: tenant_id max_length=50, user_id max_length=100
 
 
 def check_id(field: str, value: Any) -> str:
     """Tenant, campaign and job ids become parts of Redis keys: keep them tame."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    if not ID_RE.fullmatch(value):
-        raise ValidationError(field, "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    limit = LIMITS.get(field, MAX_ID)
+    if not ID_RE.fullmatch(value) or len(value) > limit:
+        raise ValidationError(field, f"must be 1-{limit} characters of A-Z a-z 0-9 _ . -")
     return value
 
 
-def check_text(field: str, value: Any, limit: int = MAX_TEXT) -> str:
+def check_text(field: str, value: Any, limit: int | None = None) -> str:
     """User ids, node ids and choices: free text, but no control characters.
 
     Control characters are reserved as separators inside Redis hash fields.
     """
+    limit = limit or LIMITS.get(field, MAX_TEXT)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     value = str(value)
@@ -97,7 +106,7 @@ _known_ids: set[str] = set()
 
 def _id(field: str, value: Any) -> str:
     """check_id with fast paths: tenant, campaign and job ids repeat in nearly every event."""
-    if type(value) is str:
+    if type(value) is str and len(value) <= LIMITS.get(field, MAX_ID):
         if value in _known_ids:
             return value
         if _ID_OK(value):
@@ -110,7 +119,8 @@ def _id(field: str, value: Any) -> str:
 
 def _text(field: str, value: Any) -> str:
     """check_text with fast paths: printable strings (no control character) of a sane length."""
-    if type(value) is str and ((value.isprintable() and 0 < len(value) <= MAX_TEXT) or _TEXT_OK(value)):
+    if (type(value) is str and 0 < len(value) <= LIMITS.get(field, MAX_TEXT)
+            and (value.isprintable() or _TEXT_OK(value))):
         return value
     return check_text(field, value)
 

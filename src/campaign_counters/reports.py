@@ -8,7 +8,7 @@ means the same thing whichever way its numbers were gathered.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .script import FlowGraph
@@ -46,6 +46,16 @@ class Aggregate:
 
 def pct(part: float, whole: float) -> float:
     return part / whole * 100 if whole else 0.0
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def epoch_ms(when: datetime) -> int:
+    """A datetime as Unix milliseconds, cut to the millisecond as BSON dates are (naive means UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - EPOCH) // timedelta(milliseconds=1)
 
 
 def iso_ms(ms: int | None) -> str | None:

@@ -4,33 +4,15 @@ Both stream events one at a time (memory stays bounded whatever the size)
 and filter by tenant, campaign and time: in MongoDB on the server, in a file
 while reading.
 
-MongoDB documents are mapped to events field by field. The defaults follow
-FPTChat's `NotificationHistory`; override any of them with a JSON object in
-`CAMPAIGN_COUNTERS_HISTORY_MAPPING` (or `open_history(..., mapping=...)`):
-
-| mapping key | default | becomes |
-|---|---|---|
-| `tenant` | `tenant_id` | `tenant` |
-| `campaign` | `campaign_id` | `campaign` (ObjectIds as hex) |
-| `job` | `job_id` | `job` |
-| `user` | `user_id` | `user` |
-| `sent` | `first_message` | truthy: a `sent` event |
-| `interaction` | `interaction_user` | truthy: an `interaction` event (else `targeted`) |
-| `target` | `answer_target` | `target` |
-| `choice` | `selected_action` | `choice` |
-| `title` | `answer_title` | `title` |
-| `node` | (none) | `node` |
-| `time` | `created_at` | `ts` (a datetime; naive ones are UTC) |
-| `timestamp` | `timestamp` | `ts` when `time` is missing (epoch seconds) |
-| `id` | `_id` | `id` (so re-read documents never count twice) |
+MongoDB documents become events through `campaign_counters.fptchat.history_events`,
+the same mapping the chat service's hooks use live (field names overridable
+with `CAMPAIGN_COUNTERS_HISTORY_MAPPING`, or `open_history(..., mapping=...)`).
 """
 
 from __future__ import annotations
 
 import abc
-import json
 import logging
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -39,17 +21,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..connection import redact
 from ..errors import BackendError, ValidationError
 from ..events import Event, parse_event
+from ..fptchat import history_events, history_mapping
 from ..jsonlines import loads_line
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAPPING = {
-    "tenant": "tenant_id", "campaign": "campaign_id", "job": "job_id", "user": "user_id",
-    "sent": "first_message", "interaction": "interaction_user", "target": "answer_target",
-    "choice": "selected_action", "title": "answer_title", "node": None, "time": "created_at",
-    "timestamp": "timestamp", "id": "_id",
-}
-ENV_MAPPING = "CAMPAIGN_COUNTERS_HISTORY_MAPPING"
 PROGRESS_EVERY = 10_000  # records read between two progress reports
 
 Progress = Callable[[int, int | None, str], None]
@@ -123,15 +99,7 @@ class MongoHistory(HistorySource):
         collection = collection or params.pop("collection", "NotificationHistory")
         clean = urlunsplit(parts._replace(query=urlencode(params)))
         self.url = url
-        env = os.environ.get(ENV_MAPPING)
-        try:
-            overrides = json.loads(env) if env else {}
-        except ValueError:
-            raise ValidationError(ENV_MAPPING, "must be a JSON object") from None
-        self.mapping = {**DEFAULT_MAPPING, **overrides, **(mapping or {})}
-        unknown = set(self.mapping) - set(DEFAULT_MAPPING)
-        if unknown:
-            raise ValidationError("mapping", f"unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_MAPPING)}")
+        self.mapping = history_mapping(mapping)
         if client is None:
             try:
                 import pymongo
@@ -166,30 +134,6 @@ class MongoHistory(HistorySource):
             query[m["time"]] = span
         return query
 
-    def to_event(self, doc: dict[str, Any]) -> Event:
-        m = self.mapping
-
-        def get(key: str) -> Any:
-            name = m.get(key)
-            return doc.get(name) if name else None
-
-        when = get("time")
-        if isinstance(when, datetime):
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
-            ts: Any = when.timestamp()
-        else:
-            ts = get("timestamp")
-        kind = "sent" if get("sent") else "interaction" if get("interaction") else "targeted"
-        raw = {"type": kind, "tenant": get("tenant"), "campaign": get("campaign"), "job": get("job"),
-               "user": get("user"), "ts": ts, "id": get("id")}
-        for key in ("tenant", "campaign", "job", "user", "id"):
-            if raw[key] is not None and not isinstance(raw[key], (str, int)):
-                raw[key] = str(raw[key])  # ObjectId and friends
-        if kind == "interaction":
-            raw.update(target=get("target"), choice=get("choice"), title=get("title"), node=get("node"))
-        return parse_event({k: v for k, v in raw.items() if v is not None})
-
     def events(self, tenant: str, campaigns: set[str] | None = None,
                start_ms: int | None = None, end_ms: int | None = None,
                progress: Progress | None = None) -> Iterator[Event]:
@@ -201,14 +145,15 @@ class MongoHistory(HistorySource):
             for done, doc in enumerate(cursor, start=1):
                 if progress and done % PROGRESS_EVERY == 0:
                     progress(done, total, "documents")
-                try:
-                    ev = self.to_event(doc)
-                except ValidationError as exc:
-                    self.skipped += 1
-                    log.warning("NotificationHistory %s skipped: %s", doc.get("_id"), exc)
-                    continue
-                if _wanted(ev, tenant, campaigns, start_ms, end_ms):
-                    yield ev
+                for raw in history_events(doc, self.mapping):
+                    try:
+                        ev = parse_event(raw)
+                    except ValidationError as exc:
+                        self.skipped += 1
+                        log.warning("NotificationHistory %s skipped: %s", doc.get("_id"), exc)
+                        continue
+                    if _wanted(ev, tenant, campaigns, start_ms, end_ms):
+                        yield ev
             if progress:
                 progress(total or 0, total, "documents")
         except self._errors as exc:
