@@ -26,6 +26,7 @@ from ..counters.records import UserState, find_record, journey_step
 from ..errors import NotFound
 from ..reports import iso_ms
 from ..stores import ReportStore
+from .dashboard import publish_campaign
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def snapshot_campaign(
         result.expired = True
     elif meta.expiring and meta.completed_at is None:
         counters.run(m.keep_campaign(counters, campaign, list(meta.jobs)))
+    publish_campaign(counters, meta.tenant, campaign, docs, retention if result.expired else None)
     result.seconds = time.monotonic() - started
     log.info("snapshot %s/%s: %d reports, %d journeys, %d steps in %.2fs",
              meta.tenant, campaign, result.reports, result.journeys, result.steps, result.seconds)
