@@ -103,7 +103,7 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
         docs = ov.overviews(history, tenant, period, days, zone, progress=bar)
     finally:
         bar.close()
-    ov.store_overviews(store_for(cfg), docs)
+    ov.store_overviews(store_for(cfg), docs, counters)
     say(f"stored {len(docs)} {period} overview(s)")
     emit(docs[0] if len(docs) == 1 else docs, fmt)
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
+from ..persist.dashboard import publish_overviews
 from ..stores import ReportStore
 from .history import HistorySource, Progress
 from .recompute import OverviewTruth, window
@@ -35,20 +36,27 @@ def overviews(history: HistorySource, tenant: str, period: str, days: Iterable[d
     return [dict(truths[k].document(), computed_at=computed_at) for k in sorted(truths)]
 
 
-def store_overviews(store: ReportStore, docs: Iterable[dict[str, Any]]) -> None:
-    """Upsert overview documents (keyed by tenant, type and date: storing one again changes nothing)."""
+def store_overviews(store: ReportStore, docs: Iterable[dict[str, Any]], counters: Counters | None = None) -> None:
+    """Upsert overview documents (keyed by tenant, type and date: storing one again changes nothing);
+    with `counters`, also publish each period's latest figures for the tenant dashboard."""
+    docs = list(docs)
     for doc in docs:
         store.upsert_overview(doc)
+    if counters is not None:
+        publish_overviews(counters, docs)
 
 
-def today_so_far(counters: Counters, tenant: str, tz: ZoneInfo, now: datetime | None = None) -> dict[str, Any]:
-    """Approximate daily overview of the tenant's current local day, from Redis alone."""
+def today_so_far(counters: Counters, tenant: str, tz: ZoneInfo, now: datetime | None = None,
+                 campaigns: list[str] | None = None) -> dict[str, Any]:
+    """Approximate daily overview of the tenant's current local day, from Redis alone
+    (`campaigns`: the tenant's, when the caller has read them already)."""
     today = (now or datetime.now(timezone.utc)).astimezone(tz).date()
-    campaigns = counters.run(m.tenant_campaigns(counters, tenant))
+    if campaigns is None:
+        campaigns = counters.run(m.tenant_campaigns(counters, tenant))
     rows = [r for r in counters.run(m.day_counts(counters, campaigns, today.strftime("%Y%m%d"))) if r[1]]
     sent = sum(r[2] for r in rows)
     interacted = sum(r[3] for r in rows)
-    distinct = counters.run(m.tenant_day_users(counters, tenant, today.strftime("%Y%m%d")))
+    distinct = counters.run(m.tenant_day_users(counters, tenant, today.strftime("%Y%m%d"), campaigns))
     return {
         "tenant_id": tenant, "report_type": "daily", "report_date": today.isoformat(), "timezone": str(tz),
         "approximate": True,

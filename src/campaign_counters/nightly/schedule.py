@@ -18,8 +18,10 @@ from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
+from ..persist.dashboard import publish_nightly_run
 from ..persist.jobs import job_context
 from ..timezones import zone_or_utc
+from .dashboard import publish_tenants
 from .history import open_history
 from .overview import overviews, store_overviews
 from .reconcile import reconcile
@@ -77,6 +79,7 @@ def tick_nightly(counters: Counters, queue: Any, now: datetime | None = None) ->
         except DuplicateJobError:
             pass
         counters.run(m.mark_nightly_done(counters, tenant, day.isoformat()))
+    publish_tenants(counters, tenants, now)
     return enqueued
 
 
@@ -95,7 +98,8 @@ def nightly_job(tenant: str, day_iso: str) -> dict[str, Any]:
     result = reconcile(counters, store, history, tenant, day=day, tz=tz,
                        repair=os.environ.get(ENV_REPAIR, "") in ("1", "true", "yes"))
     out["reconcile"] = {**result.output(), "drift": len(result.drift)}
+    publish_nightly_run(counters, tenant, day_iso, result.output())
     for period in periods_ending(day):
-        store_overviews(store, overviews(history, tenant, period, [day], tz))
+        store_overviews(store, overviews(history, tenant, period, [day], tz), counters)
     out["overviews"] = periods_ending(day)
     return out
