@@ -7,7 +7,6 @@ worker running what it enqueued.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo

@@ -10,6 +10,7 @@ import pytest
 from campaign_counters import Counters
 from campaign_counters.config import ENV_DASHBOARD_DAYS, ENV_DASHBOARD_ENTRIES, dashboard_history
 from campaign_counters.counters import dashboard as d
+from campaign_counters.counters.keys import DASHBOARD_ROUTE
 from campaign_counters.errors import ValidationError
 from campaign_counters.nightly.dashboard import nightly_overdue, publish_tenants
 from campaign_counters.persist.dashboard import operations_figures, publish_campaign, scope_figures, text
@@ -125,16 +126,16 @@ def test_campaigns_whose_keys_expired_are_unlisted(counters, store, raw):
 
 def test_a_republished_hash_loses_the_fields_that_are_gone(counters, raw):
     key = counters.keys.dashboard_overview(T, d.TODAY)
-    counters.run(d.replace_hashes(counters, "cc-dash", {key: {"a": "1", "b": "2"}}))
-    counters.run(d.replace_hashes(counters, "cc-dash", {key: {"b": "3", "c": "4"}}))
+    counters.run(d.replace_hashes(counters, DASHBOARD_ROUTE, {key: {"a": "1", "b": "2"}}))
+    counters.run(d.replace_hashes(counters, DASHBOARD_ROUTE, {key: {"b": "3", "c": "4"}}))
     assert raw.hgetall(key) == {b"b": b"3", b"c": b"4"}
-    counters.run(d.replace_hashes(counters, "cc-dash", {key: {}}))
+    counters.run(d.replace_hashes(counters, DASHBOARD_ROUTE, {key: {}}))
     assert not raw.exists(key)
 
 
 def test_an_overview_of_the_same_period_replaces_the_published_one_an_older_one_does_not(counters, raw):
     key = counters.keys.dashboard_overview(T, "daily")
-    assert counters.run(d.publish_overview(counters, T, "daily", {"report_date": "2026-01-02", "x": "1"}))
-    assert counters.run(d.publish_overview(counters, T, "daily", {"report_date": "2026-01-02", "y": "2"}))
-    assert not counters.run(d.publish_overview(counters, T, "daily", {"report_date": "2026-01-01", "x": "9"}))
+    assert counters.run(d.write_overview(counters, T, "daily", {"report_date": "2026-01-02", "x": "1"}))
+    assert counters.run(d.write_overview(counters, T, "daily", {"report_date": "2026-01-02", "y": "2"}))
+    assert not counters.run(d.write_overview(counters, T, "daily", {"report_date": "2026-01-01", "x": "9"}))
     assert raw.hgetall(key) == {b"report_date": b"2026-01-02", b"y": b"2"}

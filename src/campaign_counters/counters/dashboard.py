@@ -103,7 +103,7 @@ def append_if_changed(p: CountersCore, route: str, entries: dict[str, dict[str, 
     return added
 
 
-def publish_campaign(p: CountersCore, tenant: str, campaign: str, scopes: list[ScopeFigures], status: str,
+def write_campaign(p: CountersCore, tenant: str, campaign: str, scopes: list[ScopeFigures], status: str,
                      cap: SeriesCap, ttl: int | None, now_ms: int) -> Plan:
     """Replace a campaign's dashboard keys, list it under its tenant; expire them with `ttl` (None: keep).
 
@@ -127,21 +127,21 @@ def publish_campaign(p: CountersCore, tenant: str, campaign: str, scopes: list[S
     return added
 
 
-def publish_if_newer(p: CountersCore, key: str, order: str, figures: dict[str, str]) -> Plan:
+def write_if_newer(p: CountersCore, key: str, order: str, figures: dict[str, str]) -> Plan:
     """Replace a fixed-tag hash with `figures` unless it holds a newer `order` value; True if replaced."""
     args = ("EVALSHA", REPLACE_IF_NEWER.sha, 1, key, order, figures[order], *_flat(figures))
     (replaced,) = yield from call(p.router, [Cmd(DASHBOARD_ROUTE, args, REPLACE_IF_NEWER)])
     return replaced == 1
 
 
-def publish_overview(p: CountersCore, tenant: str, period: str, figures: dict[str, str]) -> Plan:
+def write_overview(p: CountersCore, tenant: str, period: str, figures: dict[str, str]) -> Plan:
     """Keep a tenant's latest overview of a period (by report_date) for the tenant dashboard."""
-    return (yield from publish_if_newer(p, p.keys.dashboard_overview(tenant, period), "report_date", figures))
+    return (yield from write_if_newer(p, p.keys.dashboard_overview(tenant, period), "report_date", figures))
 
 
-def publish_nightly_run(p: CountersCore, tenant: str, figures: dict[str, str]) -> Plan:
+def write_nightly_run(p: CountersCore, tenant: str, figures: dict[str, str]) -> Plan:
     """Keep a tenant's latest nightly check (by day checked) for the dashboards and alerts."""
-    return (yield from publish_if_newer(p, p.keys.dashboard_nightly(tenant), "day", figures))
+    return (yield from write_if_newer(p, p.keys.dashboard_nightly(tenant), "day", figures))
 
 
 def nightly_runs(p: CountersCore, tenants: list[str]) -> Plan:
@@ -151,7 +151,7 @@ def nightly_runs(p: CountersCore, tenants: list[str]) -> Plan:
     return {t: _decoded(r) for t, r in zip(tenants, replies) if r}
 
 
-def publish_tenants(p: CountersCore, today: dict[str, dict[str, str]], nightly: dict[str, dict[str, str]],
+def write_tenants(p: CountersCore, today: dict[str, dict[str, str]], nightly: dict[str, dict[str, str]],
                     ops: dict[str, str]) -> Plan:
     """Per tenant today's figures; per nightly figure a hash tenant -> value; the tenant counts of the ops hash."""
     k = p.keys
@@ -213,7 +213,7 @@ def _memory(info: bytes) -> dict[str, int]:
     return {name: int(values.get(name, 0)) for name in wanted}
 
 
-def publish_operations(p: CountersCore, ops: dict[str, str], rejected: dict[str, str], series: dict[str, str],
+def write_operations(p: CountersCore, ops: dict[str, str], rejected: dict[str, str], series: dict[str, str],
                        cap: SeriesCap, now_ms: int) -> Plan:
     """Write the ops figures and rejections by reason; add an ops stream entry if they changed."""
     k = p.keys

@@ -51,7 +51,7 @@ def publish_tenants(counters: Counters, tenants: dict[str, ZoneInfo], now: datet
     nightly = {name: {t: run[name] for t, run in runs.items() if name in run} for name in d.NIGHTLY_SUMMARY}
     ops = {"nightly_overdue_tenants": text(len(overdue)), "drift_tenants": text(len(drift)),
            "tenants_published_ms": text(now_ms)}
-    counters.run(d.publish_tenants(counters, today, nightly, ops))
+    counters.run(d.write_tenants(counters, today, nightly, ops))
     for tenant in sorted(tenants):
         counters.run(d.prune_campaigns(counters, tenant))
     return {"today": today, "overdue": overdue, "drift": drift}

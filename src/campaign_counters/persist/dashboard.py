@@ -65,7 +65,7 @@ def publish_campaign(counters: Counters, tenant: str, campaign: str, docs: Itera
         return []
     total = next((s for s in scopes if s.job is None), scopes[0])
     status = total.metrics.get("status", "")
-    return counters.run(d.publish_campaign(counters, tenant, campaign, scopes, status, cap or series_cap(),
+    return counters.run(d.write_campaign(counters, tenant, campaign, scopes, status, cap or series_cap(),
                                            ttl, now_ms))
 
 
@@ -127,7 +127,7 @@ def publish_operations(counters: Counters, dirty: list[tuple[str, str | None, An
     rejected = counters.run(m.rejected_counts(counters))
     ops, reasons = operations_figures(dirty, rejected, inputs, now_ms)
     series = {name: ops[name] for name in d.OPS_SERIES}
-    counters.run(d.publish_operations(counters, ops, reasons, series, cap or series_cap(), now_ms))
+    counters.run(d.write_operations(counters, ops, reasons, series, cap or series_cap(), now_ms))
     return ops
 
 
@@ -135,7 +135,7 @@ def publish_overviews(counters: Counters, docs: Iterable[dict[str, Any]]) -> Non
     """Keep each tenant's latest overview per period for the tenant dashboard (older ones are ignored)."""
     for doc in docs:
         figures = {name: text(doc[name]) for name in d.OVERVIEW_FIELDS if doc.get(name) is not None}
-        counters.run(d.publish_overview(counters, doc["tenant_id"], doc["report_type"], figures))
+        counters.run(d.write_overview(counters, doc["tenant_id"], doc["report_type"], figures))
 
 
 def publish_nightly_run(counters: Counters, tenant: str, day_iso: str, output: dict[str, Any]) -> None:
@@ -143,4 +143,4 @@ def publish_nightly_run(counters: Counters, tenant: str, day_iso: str, output: d
     figures = {"day": day_iso, "run_at": iso_ms(int(time.time() * 1000)) or "",
                "checked": text(output["checked"]), "drift": text(len(output["drift"])),
                "repaired": text(len(output["repaired"]))}
-    counters.run(d.publish_nightly_run(counters, tenant, figures))
+    counters.run(d.write_nightly_run(counters, tenant, figures))
