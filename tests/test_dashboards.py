@@ -252,6 +252,7 @@ def test_operations_panels_show_what_health_and_redis_say(deployment):
         "nightly_overdue_tenants": 1, "drift_tenants": 0,  # no nightly check has run yet
     }
     assert looked["rejected_events"]["total"] == 5
+    whole = run(plugin, {"command": "hgetall", "keyName": keys.dashboard_ops()}, window())
     for panel, query in panel_queries(operations()):
         frame = run(plugin, query, window())
         key = query["keyName"]
@@ -263,6 +264,7 @@ def test_operations_panels_show_what_health_and_redis_say(deployment):
                     assert values[0] in limits
                 elif name == "memory_used_pct":
                     assert 0 < values[0] < 100
+                    assert values[0] == whole["memory_used_bytes"][0] / whole["memory_limit_bytes"][0] * 100
                 elif name == "published_at":
                     assert values[0].startswith("20")
                 else:

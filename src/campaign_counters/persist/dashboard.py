@@ -97,7 +97,7 @@ def operations_figures(dirty: list[tuple[str, str | None, Any]], rejected: dict[
         "spool_depth": text(spool),
         "memory_used_bytes": text(used),
         "memory_limit_bytes": text(limit),
-        "memory_used_pct": text(round(_used_share(fullest) * 100, 2) if fullest else 0.0),
+        "memory_used_pct": text(_used_share(fullest) * 100 if fullest else 0.0),
         "memory_headroom_bytes": text(headroom),
     }
     reasons = {f"invalid {f}": text(n) for f, n in rejected["by_field"].items()}
