@@ -15,9 +15,10 @@ ROOT = Path(campaign_counters.__file__).parent
 PACKAGE = "campaign_counters"
 
 # Each part may import the parts listed after it, never one before it.
-LAYERS = ["cli", "health", "nightly", "persist", "stores", "counters", "base"]
+LAYERS = ["cli", "grafana", "health", "nightly", "persist", "stores", "counters", "base"]
 ALLOWED = {
-    "cli": {"health", "nightly", "persist", "stores", "counters", "base"},
+    "cli": {"grafana", "health", "nightly", "persist", "stores", "counters", "base"},
+    "grafana": {"health", "nightly", "persist", "stores", "counters", "base"},
     "health": {"nightly", "persist", "stores", "counters", "base"},
     "nightly": {"persist", "stores", "counters", "base"},
     "persist": {"stores", "counters", "base"},

@@ -12,8 +12,8 @@ from redis.exceptions import AskError, ConnectionError, MovedError, NoScriptErro
 
 from campaign_counters.counters.keys import slot_of
 from campaign_counters.counters.transport import (
-    Batches, Cmd, LuaScript, Receive, RefreshTopology, Router, Send, call, execute, receive_streamed,
-    send_streamed,
+    Batches, Cmd, LuaScript, Receive, RefreshTopology, Router, Send, call, execute, on_every_node,
+    receive_streamed, send_streamed,
 )
 
 SCRIPT = LuaScript("probe.lua", "return 1")
@@ -137,3 +137,27 @@ def test_a_streamed_connection_error_stays_in_place():
     next(receive)
     lost = ConnectionError("lost")
     assert finish(receive, {None: [b"k", lost]}) == [b"k", lost]
+
+
+def test_on_every_node_asks_each_cluster_master_once():
+    plan = on_every_node(Router(cluster=True), ("INFO", "memory"))
+    assert next(plan) == RefreshTopology()
+    two = [[0, 8191, [b"127.0.0.1", 7000]], [8192, 16383, [b"127.0.0.1", 7001]]]
+    assert plan.send(two) == Batches({A: [("INFO", "memory")], B: [("INFO", "memory")]})
+    assert finish(plan, {A: [b"a"], B: [b"b"]}) == [b"a", b"b"]
+
+
+def test_a_dashboard_series_gets_no_entry_when_the_figures_did_not_change():
+    from campaign_counters.counters.core import CountersCore
+    from campaign_counters.counters.dashboard import SeriesCap, append_if_changed
+
+    core = CountersCore(cluster=False)
+    cap = SeriesCap(entries=5, days=1)
+    plan = append_if_changed(core, "c", {"s1": {"n": "1"}, "s2": {"n": "2"}}, cap, now_ms=90_000_000)
+    assert next(plan) == Batches({None: [("XREVRANGE", "s1", "+", "-", "COUNT", 1),
+                                         ("XREVRANGE", "s2", "+", "-", "COUNT", 1)]})
+    last = [[b"1-0", [b"n", b"1"]]]  # s1 ends with the same figures; s2 is empty
+    assert plan.send({None: [last, []]}) == Batches({None: [
+        ("XTRIM", "s1", "MINID", 90_000_000 - 86_400_000),
+        ("XADD", "s2", "MAXLEN", 5, "*", "n", "2"), ("XTRIM", "s2", "MINID", 90_000_000 - 86_400_000)]})
+    assert finish(plan, {None: [0, b"2-0", 0]}) == ["s2"]

@@ -7,19 +7,25 @@ under `$CAMPAIGN_COUNTERS_HOME`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
 
 from .connection import embedded_url, home_dir
+from .errors import ValidationError
 
 ENV_REDIS = "CAMPAIGN_COUNTERS_REDIS_URL"
 ENV_STORE = "CAMPAIGN_COUNTERS_STORE_URL"
 ENV_QUEUE = "CAMPAIGN_COUNTERS_QUEUE_URL"
 ENV_HOME = "CAMPAIGN_COUNTERS_HOME"
 ENV_RETENTION = "CAMPAIGN_COUNTERS_RETENTION"
+ENV_DASHBOARD_ENTRIES = "CAMPAIGN_COUNTERS_DASHBOARD_ENTRIES"
+ENV_DASHBOARD_DAYS = "CAMPAIGN_COUNTERS_DASHBOARD_DAYS"
 QUEUE_NAME = "campaign-counters"
 DEFAULT_RETENTION = 7 * 86400
+DEFAULT_DASHBOARD_ENTRIES = 10_000  # entries a dashboard time series keeps
+DEFAULT_DASHBOARD_DAYS = 35.0  # days a dashboard time series keeps
 
 
 @dataclass
@@ -68,3 +74,26 @@ class Config:
         os.environ[ENV_RETENTION] = str(self.retention_seconds)
         if self.home:
             os.environ[ENV_HOME] = self.home
+
+
+def dashboard_history() -> tuple[int, float]:
+    """(entries, days) each dashboard time series keeps, from the environment or the defaults.
+
+    Raises ValidationError naming the variable when a value is not a positive number.
+    """
+    entries = _positive(ENV_DASHBOARD_ENTRIES, DEFAULT_DASHBOARD_ENTRIES, int)
+    days = _positive(ENV_DASHBOARD_DAYS, DEFAULT_DASHBOARD_DAYS, float)
+    return int(entries), float(days)
+
+
+def _positive(name: str, default: float, kind: type) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValidationError(name, f"must be a positive {kind.__name__}, got {raw!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValidationError(name, f"must be a positive {kind.__name__}, got {raw!r}")
+    return value

@@ -11,7 +11,6 @@ job's worker died and nobody re-queued it; a tenant's night was not checked.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -115,14 +114,20 @@ def reconcile_needed(store: ReportStore) -> dict[str, Any]:
 
 
 def spool_health(counters: Counters) -> dict[str, Any]:
-    """What chat-service clients report of their local spools (events waiting, overflowed)."""
+    """What chat-service clients report of their local spools: events waiting, and events lost to a full one."""
+    keys = counters.keys
     found, raw = _safe(lambda: counters.run(call(counters.router, [
-        Cmd(None, ("HGETALL", counters.keys.spool_status()))]))[0])
+        Cmd(None, ("HGETALL", keys.spool_status())), Cmd(None, ("HGETALL", keys.spool_overflowed()))])))
     if not found:
         return {"ok": False, "error": raw}
-    clients = {k.decode(): json.loads(v) for k, v in as_dict(raw).items()}
-    return {"ok": not any(c.get("overflowed") for c in clients.values()),
-            "events": sum(c.get("events", 0) for c in clients.values()), "clients": clients}
+    waiting = {k.decode(): int(v) for k, v in as_dict(raw[0]).items() if v.isdigit()}
+    lost = {k.decode(): int(v) for k, v in as_dict(raw[1]).items() if v.isdigit()}
+    out: dict[str, Any] = {"ok": not lost, "events": sum(waiting.values()), "clients": waiting}
+    if lost:
+        out["overflowed"] = lost
+        out["problem"] = ("a spool was full and events were lost (their ids are in the client's log): raise "
+                          "its size or find why Redis did not take them; `reconcile --repair` restores the counts")
+    return out
 
 
 def health(counters: Counters, store: ReportStore | None, queue: Any | None,

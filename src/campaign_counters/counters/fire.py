@@ -167,13 +167,13 @@ class Firer:
             return
         self._status_at = time.monotonic()
         status = self.spool.status()
-        key = self.client.keys.spool_status()
-        if status.events or status.overflowed:
-            cmd = Cmd(None, ("HSET", key, self._client_id, json.dumps(status.as_dict())))
-        else:
-            cmd = Cmd(None, ("HDEL", key, self._client_id))
+        keys = self.client.keys
+        cmds = [Cmd(None, ("HSET", keys.spool_status(), self._client_id, status.events) if status.events
+                    else ("HDEL", keys.spool_status(), self._client_id))]
+        if status.overflowed:
+            cmds.append(Cmd(None, ("HSET", keys.spool_overflowed(), self._client_id, status.overflowed)))
         try:
-            self.client.run(call(self.client.router, [cmd]))
+            self.client.run(call(self.client.router, cmds))
         except Exception:  # noqa: BLE001 - best effort
             pass
 

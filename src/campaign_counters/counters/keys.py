@@ -6,6 +6,12 @@ Indexes that span campaigns (the registry of campaigns and the set of
 campaigns with unpersisted changes) are split per cluster slot, the slot of
 the campaign they list, so the same Lua call can maintain them too; on a
 single server there is one such key each.
+
+The dashboards' read model (written by snapshots and the scheduler tick, read
+by Grafana) follows the same rule: a campaign's dashboard keys carry its tag,
+and the keys that span campaigns share the fixed tag `DASHBOARD_TAG`, so they
+live in one slot and a tick writes them in one pipeline. Each Grafana panel
+reads exactly one key.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from redis.crc import key_slot
 
 PREFIX = "cc:v2:"  # v2: de-duplication in user records, journeys in user records, change log
 CAMPAIGN_SCOPE = "*"  # not a valid job id, so it never clashes with a job
+DASHBOARD_ROUTE = "cc-dash"  # routes commands to the slot of the dashboard keys that span campaigns
+DASHBOARD_TAG = "{" + DASHBOARD_ROUTE + "}"
+NODE_FIGURES = ("reached", "conversion", "drop_off", "choices")  # per-node dashboard hashes
 
 
 def slot_of(campaign: str) -> int:
@@ -169,8 +178,12 @@ class KeySchema:
         return f"{self.prefix}tenants"
 
     def spool_status(self) -> str:
-        """Hash client (host:pid) -> JSON of its local spool: events waiting, oldest, overflowed."""
+        """Hash client (host:pid) -> events waiting in its local spool (as the client last reported)."""
         return f"{self.prefix}spool"
+
+    def spool_overflowed(self) -> str:
+        """Hash client (host:pid) -> events its local spool could not keep (full): lost."""
+        return f"{self.prefix}spool:overflowed"
 
     def nightly_scheduled(self) -> str:
         """Hash tenant -> the last local day (ISO) whose night was scheduled (became pending)."""
@@ -184,3 +197,58 @@ class KeySchema:
     def nightly_outcomes(self) -> str:
         """Hash `<tenant>/<day ISO>` -> JSON of the last attempt that did not complete the night."""
         return f"{self.prefix}nightly:outcome"
+
+    # -- the dashboards' read model -----------------------------------------------
+
+    def dashboard(self, campaign: str, job: str | None = None) -> str:
+        """Hash of a job's (or the campaign total's) scalar metrics and status, by metric name."""
+        return self.campaign(campaign) + "dash:" + (job or CAMPAIGN_SCOPE)
+
+    def dashboard_nodes(self, campaign: str, job: str | None, figure: str) -> str:
+        """Hash node id -> one per-node figure (NODE_FIGURES); `choices` is "node / choice" -> count."""
+        if figure not in NODE_FIGURES:
+            raise ValueError(f"unknown node figure {figure!r}")
+        return self.dashboard(campaign, job) + ":" + figure
+
+    def dashboard_series(self, campaign: str, job: str | None = None) -> str:
+        """Stream of a scope's scalar metrics, one entry per snapshot that changed them."""
+        return self.dashboard(campaign, job) + ":series"
+
+    def dashboard_jobs(self, campaign: str) -> str:
+        """Set of a campaign's job ids, for the dashboards' job variable."""
+        return self.campaign(campaign) + "dash-jobs"
+
+    def _dashboard_index(self, name: str) -> str:
+        return f"{self.prefix}{DASHBOARD_TAG}:{name}"
+
+    def dashboard_tenants(self) -> str:
+        """Set of tenants with a published campaign."""
+        return self._dashboard_index("tenants")
+
+    def dashboard_campaigns(self, tenant: str) -> str:
+        """Hash campaign -> its latest status ("" without one), for the campaign variable."""
+        return self._dashboard_index(f"campaigns:{tenant}")
+
+    def dashboard_overview(self, tenant: str, period: str) -> str:
+        """Hash of a tenant's latest overview figures of a period (daily, weekly, monthly, today)."""
+        return self._dashboard_index(f"overview:{tenant}:{period}")
+
+    def dashboard_nightly(self, tenant: str) -> str:
+        """Hash of a tenant's latest nightly check: day, run time, drift."""
+        return self._dashboard_index(f"nightly:{tenant}")
+
+    def dashboard_nightly_all(self, figure: str) -> str:
+        """Hash tenant -> one figure of its latest nightly check (day, run_at, drift)."""
+        return self._dashboard_index(f"nightly-all:{figure}")
+
+    def dashboard_ops(self) -> str:
+        """Hash of the operational figures of the last scheduler tick."""
+        return self._dashboard_index("ops")
+
+    def dashboard_ops_series(self) -> str:
+        """Stream of the operational figures, one entry per tick that changed them."""
+        return self._dashboard_index("ops:series")
+
+    def dashboard_rejected(self) -> str:
+        """Hash reason -> rejected events ("invalid <field>", "refused <campaign>")."""
+        return self._dashboard_index("rejected")

@@ -393,13 +393,15 @@ def day_counts(p: CountersCore, campaigns: list[str], day: str) -> Plan:
     return [(c, *replies[4 * i:4 * i + 3], int(replies[4 * i + 3] or 0)) for i, c in enumerate(campaigns)]
 
 
-def tenant_day_users(p: CountersCore, tenant: str, day: str) -> Plan:
-    """Approximate distinct users of a tenant in one local day, across its campaigns.
+def tenant_day_users(p: CountersCore, tenant: str, day: str, campaigns: list[str] | None = None) -> Plan:
+    """Approximate distinct users of a tenant in one local day, across its campaigns
+    (`campaigns`: the tenant's, when the caller has read them already).
 
     On Redis Cluster the parts live in several slots: they are copied (DUMP /
     RESTORE) next to each other and counted together, then dropped.
     """
-    campaigns = yield from tenant_campaigns(p, tenant)
+    if campaigns is None:
+        campaigns = yield from tenant_campaigns(p, tenant)
     parts = p.keys.tenant_day_parts(tenant, day, campaigns)
     if not p.router.cluster:
         (count,) = yield from call(p.router, [Cmd(None, ("PFCOUNT", *parts))])

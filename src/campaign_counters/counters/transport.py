@@ -213,6 +213,19 @@ def receive_streamed(router: Router, streamed: Streamed) -> Plan:
     return results
 
 
+def on_every_node(router: Router, args: tuple) -> Plan:
+    """Run one command on every node (the server, or each cluster master); replies in node order."""
+    if router.cluster and router.address(None) is None:
+        router.update((yield RefreshTopology()))
+    nodes = router.nodes()
+    replies = yield Batches({a: [args] for a in nodes})
+    out = [replies[a][0] for a in nodes]
+    for reply in out:
+        if isinstance(reply, Exception):
+            raise reply
+    return out
+
+
 def as_dict(reply: Any) -> dict:
     """A raw HGETALL (or stream entry) reply, [f1, v1, f2, v2, ...], as a dict."""
     if isinstance(reply, dict):

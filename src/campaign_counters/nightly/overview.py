@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from ..counters import Counters
 from ..counters import maintenance as m
+from ..persist.dashboard import publish_overviews
 from ..reports import iso_ms
 from ..stores import ReportStore
 from ..timezones import parse_zone
@@ -51,7 +52,8 @@ OVERVIEW_COUNTS = ("campaigns_count", "total_target_users", "total_sent_users", 
 
 def store_overviews(store: ReportStore, docs: Iterable[dict[str, Any]], counters: Counters | None = None,
                     *, force: bool = False) -> None:
-    """Upsert overview documents (keyed by tenant, type and date: storing one again changes nothing).
+    """Upsert overview documents (keyed by tenant, type and date: storing one again changes nothing);
+    with `counters`, also publish each period's latest figures for the tenant dashboard.
 
     Raises `Refused` before storing any when one would lose numbers held by
     the store or (with `counters`) by Redis, unless `force`.
@@ -68,6 +70,8 @@ def store_overviews(store: ReportStore, docs: Iterable[dict[str, Any]], counters
             guard.refuse(subject, found, empty=doc["campaigns_count"] == 0, tenant=doc["tenant_id"])
     for doc in docs:
         store.upsert_overview(doc)
+    if counters is not None:
+        publish_overviews(counters, docs)
 
 
 def _stored_counts(store: ReportStore, doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -91,14 +95,17 @@ def live_window_counts(counters: Counters, doc: dict[str, Any]) -> dict[str, int
     return {"campaigns_count": len(active), "total_interactions": interactions}
 
 
-def today_so_far(counters: Counters, tenant: str, tz: ZoneInfo, now: datetime | None = None) -> dict[str, Any]:
-    """Approximate daily overview of the tenant's current local day, from Redis alone."""
+def today_so_far(counters: Counters, tenant: str, tz: ZoneInfo, now: datetime | None = None,
+                 campaigns: list[str] | None = None) -> dict[str, Any]:
+    """Approximate daily overview of the tenant's current local day, from Redis alone
+    (`campaigns`: the tenant's, when the caller has read them already)."""
     today = (now or datetime.now(timezone.utc)).astimezone(tz).date()
-    campaigns = counters.run(m.tenant_campaigns(counters, tenant))
+    if campaigns is None:
+        campaigns = counters.run(m.tenant_campaigns(counters, tenant))
     rows = [r for r in counters.run(m.day_counts(counters, campaigns, today.strftime("%Y%m%d"))) if r[1]]
     sent = sum(r[2] for r in rows)
     interacted = sum(r[3] for r in rows)
-    distinct = counters.run(m.tenant_day_users(counters, tenant, today.strftime("%Y%m%d")))
+    distinct = counters.run(m.tenant_day_users(counters, tenant, today.strftime("%Y%m%d"), campaigns))
     return {
         "tenant_id": tenant, "report_type": "daily", "report_date": today.isoformat(), "timezone": str(tz),
         "approximate": True,

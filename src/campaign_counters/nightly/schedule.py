@@ -27,9 +27,11 @@ from ..connection import redact
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..errors import Refused
+from ..persist.dashboard import publish_nightly_run
 from ..persist.jobs import job_context
 from ..stores import ReportStore
 from ..timezones import UTC, zone_or_utc
+from .dashboard import publish_tenants
 from .history import open_history
 from .overview import overviews, store_overviews
 from .reconcile import reconcile
@@ -93,6 +95,7 @@ def tick_nightly(counters: Counters, queue: Any, now: datetime | None = None,
         if _enqueue_night(counters, queue, tenant, day):
             enqueued.append((tenant, day))
         counters.run(m.defer_night(counters, tenant, day_iso, now.timestamp() + retry_after))
+    publish_tenants(counters, tenants, now)
     return enqueued
 
 
@@ -142,6 +145,7 @@ def run_night(counters: Counters, store: ReportStore, history_src: str | None, t
         result = reconcile(counters, store, history, tenant, day=day, tz=tz, repair=repair, force=force)
         out["reconcile"] = {**result.output(), "drift": len(result.drift),
                             "after_repair": None if result.after_repair is None else len(result.after_repair)}
+        publish_nightly_run(counters, tenant, day.isoformat(), result.output())
         docs = [doc for period in periods_ending(day) for doc in overviews(history, tenant, period, [day], tz)]
         store_overviews(store, docs, counters, force=force)
         out["overviews"] = periods_ending(day)

@@ -16,6 +16,7 @@ from ..counters import Counters
 from ..counters import maintenance as m
 from ..stores import ReportStore, open_store
 from ..errors import SnapshotRefused
+from .dashboard import publish_operations
 from .durable import check_redis
 from .snapshot import snapshot_campaign
 
@@ -68,13 +69,15 @@ def enqueue_snapshot(queue: Any, tenant: str, campaign: str) -> bool:
 
 
 def tick_snapshots(counters: Counters, queue: Any) -> list[str]:
-    """Enqueue a snapshot for every campaign with unpersisted changes."""
+    """Enqueue a snapshot for every campaign with unpersisted changes; publish the operations figures."""
     enqueued = []
-    for campaign, tenant, pending in counters.run(m.dirty_campaigns(counters)):
+    dirty = counters.run(m.dirty_campaigns(counters))
+    for campaign, tenant, pending in dirty:
         if tenant is None or pending <= 0:
             continue
         if enqueue_snapshot(queue, tenant, campaign):
             enqueued.append(campaign)
+    publish_operations(counters, dirty)
     return enqueued
 
 

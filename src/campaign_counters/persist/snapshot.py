@@ -38,6 +38,7 @@ from ..errors import NotFound, SnapshotRefused
 from ..reports import iso_ms
 from ..stores import ReportStore
 from . import durable
+from .dashboard import publish_campaign
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def snapshot_campaign(
         result.skipped = "another snapshot or a repair of this campaign is running"
         return result
     try:
-        _persist(counters, store, meta, result, batch, lease, progress, guard=own)
+        docs = _persist(counters, store, meta, result, batch, lease, progress, guard=own)
     finally:
         if own:
             lease.release()
@@ -149,6 +150,7 @@ def snapshot_campaign(
     elif meta.expiring and meta.completed_at is None:
         counters.run(m.keep_campaign(counters, campaign, list(meta.jobs)))
     durable.remember_campaign(counters, store, meta, expiring=result.expired)
+    publish_campaign(counters, meta.tenant, campaign, docs, retention if result.expired else None)
     result.seconds = time.monotonic() - started
     log.info("snapshot %s/%s: %d reports, %d journeys, %d steps in %.2fs",
              meta.tenant, campaign, result.reports, result.journeys, result.steps, result.seconds)
@@ -156,7 +158,8 @@ def snapshot_campaign(
 
 
 def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, result: SnapshotResult, batch: int,
-             lease: Lease, progress: Callable[[SnapshotResult], None] | None, guard: bool) -> None:
+             lease: Lease, progress: Callable[[SnapshotResult], None] | None, guard: bool) -> list[dict[str, Any]]:
+    """Steps 2-6 of the module doc; returns the report documents written."""
     campaign = meta.campaign
     flagged = durable.flag_of(store, campaign) if guard else None
     if flagged:
@@ -188,6 +191,7 @@ def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, resul
     store.upsert_campaign_reports(docs)
     result.reports = len(docs)
     counters.run(m.end_snapshot(counters, campaign, start.rgen))
+    return docs
 
 
 def _refuse(store: ReportStore, meta: m.CampaignMeta, why: str) -> SnapshotRefused:
