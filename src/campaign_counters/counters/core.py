@@ -136,7 +136,7 @@ class CountersCore:
         self.epoch = ""  # the epoch marker this client saw last ('': none yet)
         self.stats: dict[str, int] = dict.fromkeys(("applied", "duplicates", "rejected", "unknown", "unsent"), 0)
 
-    def _record_options(self) -> bytes:
+    def _record_options(self) -> tuple[str, ...]:
         s = self.settings
         return RecordOptions(s.id_ttl, s.journeys, s.day_ttl, s.max_choices, s.max_days).packed()
 

@@ -1,7 +1,9 @@
 -- Register or replace a campaign's flow graph, binding the campaign to its
 -- tenant.  The graph is written as per-node facts in the meta hash so that
 -- record.lua reads only the nodes an event touches:
---   n:<id>              "idx|end|successor idxs|predecessor idxs"
+--   n:<id>              facts: binary, 2-byte big-endian numbers (cheap for
+--                       record.lua to read): idx, end flag (1 byte),
+--                       successor count and idxs, predecessor count and idxs
 --   start               facts of the start node
 --   pt:<target>         facts of the only node with an edge into target
 --   pl:<target>\31<lbl> facts of the only node whose edge into target has label lbl
@@ -36,7 +38,7 @@ if old then
   for _, f in ipairs(g[2]) do redis.call('HDEL', META, f) end
   for _, id in ipairs(g[3]) do
     local v = redis.call('HGET', META, 'n:' .. id)
-    if v then redis.call('HSET', META, 'n:' .. id, string.match(v, '^%d+') .. '|0||') end
+    if v then redis.call('HSET', META, 'n:' .. id, string.sub(v, 1, 2) .. '\0\0\0\0\0') end
   end
 end
 redis.call('HDEL', META, 'start')
@@ -45,7 +47,11 @@ local p = cmsgpack.unpack(ARGV[5])
 local ix, ends, succ, pred = {}, {}, {}, {}
 for _, id in ipairs(p[1]) do
   local v = redis.call('HGET', META, 'n:' .. id)
-  local i = v and tonumber(string.match(v, '^%d+'))
+  local i = nil
+  if v then
+    local hi, lo = string.byte(v, 1, 2)
+    i = hi * 256 + lo
+  end
   if not i then
     i = redis.call('HINCRBY', META, '#n', 1)
     redis.call('HSET', KEYS[4], i, id)
@@ -58,8 +64,13 @@ for _, e in ipairs(p[4]) do
   table.insert(succ[e[1]], ix[e[2]])
   table.insert(pred[e[2]], ix[e[1]])
 end
+local function u16(n) return string.char(math.floor(n / 256), n % 256) end
 local function facts(id)
-  return ix[id] .. '|' .. (ends[id] and '1' or '0') .. '|' .. table.concat(succ[id], ',') .. '|' .. table.concat(pred[id], ',')
+  local out = {u16(ix[id]), ends[id] and '\1' or '\0', u16(#succ[id])}
+  for _, x in ipairs(succ[id]) do out[#out + 1] = u16(x) end
+  out[#out + 1] = u16(#pred[id])
+  for _, x in ipairs(pred[id]) do out[#out + 1] = u16(x) end
+  return table.concat(out)
 end
 for _, id in ipairs(p[1]) do redis.call('HSET', META, 'n:' .. id, facts(id)) end
 if p[2] ~= '' then redis.call('HSET', META, 'start', facts(p[2])) end

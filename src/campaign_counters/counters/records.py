@@ -9,6 +9,7 @@ one file. Shared by live reads, snapshots and repairs.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -33,15 +34,18 @@ FINGERPRINT_BYTES = 9  # 72 bits: see `fingerprint`
 
 # Codes record.lua returns per event.
 APPLIED_CODE, DUPLICATE_CODE = 1, 0
-FOREIGN_CODE, TOO_MANY_NODES_CODE, CLOSED_CODE = -1, -2, -3
+FOREIGN_CODE, TOO_MANY_NODES_CODE, CLOSED_CODE, UNKNOWN_NODE_CODE = -1, -2, -3, -6
 NO_EPOCH_CODE, OTHER_EPOCH_CODE = -4, -5
 REJECTION_REASONS = {
     FOREIGN_CODE: ("campaign", "belongs to another tenant"),
     TOO_MANY_NODES_CODE: ("target", "campaign has too many distinct nodes (limit 4096)"),
     CLOSED_CODE: ("campaign", "is closed: it completed and its live data expired after the retention period "
                               "(its reports are in the store); load its script again to reopen it"),
+    UNKNOWN_NODE_CODE: ("target", "is not a node of the campaign's script (nor is `node`, when given): "
+                                  "load the script that has it first"),
 }
-REJECTION_NAMES = {FOREIGN_CODE: "other_tenant", TOO_MANY_NODES_CODE: "too_many_nodes", CLOSED_CODE: "closed"}
+REJECTION_NAMES = {FOREIGN_CODE: "other_tenant", TOO_MANY_NODES_CODE: "too_many_nodes", CLOSED_CODE: "closed",
+                   UNKNOWN_NODE_CODE: "unknown_node"}
 
 
 def rejection_of(code: int) -> tuple[str, str]:
@@ -63,7 +67,7 @@ def fingerprint(event_id: str) -> bytes:
 
 @dataclass(frozen=True)
 class RecordOptions:
-    """The record script's tunables (see `Settings`), packed once per client."""
+    """The record script's tunables (see `Settings`), as its arguments (built once per client)."""
 
     id_ttl: int
     journeys: bool
@@ -71,17 +75,19 @@ class RecordOptions:
     max_choices: int
     max_days: int
 
-    def packed(self) -> bytes:
-        return msgpack.packb([self.id_ttl, 1 if self.journeys else 0, self.day_ttl, self.max_choices,
-                              self.max_days])
+    def packed(self) -> tuple[str, ...]:
+        return (str(self.id_ttl), "1" if self.journeys else "0", str(self.day_ttl), str(self.max_choices),
+                str(self.max_days))
 
 
 def record_call(keys: KeySchema, campaign: str, events: Sequence[Event], local_day: Callable[[str, int], str],
-                options: bytes, epoch: str = "", fingerprints: Sequence[bytes] | None = None) -> Cmd:
+                options: tuple[str, ...], epoch: str = "", fingerprints: Sequence[bytes] | None = None) -> Cmd:
     """One record.lua call for events of one campaign (see the script for the layout).
 
     `local_day(tenant, ts_ms)` names an event's local day; `options` is
     `RecordOptions.packed()`; `epoch` the marker the caller expects ('': any).
+    The call carries this machine's clock (keep clocks in sync: it stamps
+    remembered ids, whose TTL it measures).
     Fingerprints are taken from the events' ids unless given (a replay of
     the repair tail). Runs for every event of a bulk load, so key names are
     built once per job and day, not per event.
@@ -116,7 +122,8 @@ def record_call(keys: KeySchema, campaign: str, events: Sequence[Event], local_d
             fp = fingerprint(ev.id) if ev.id is not None else b""
         values += (TYPE_CODES[etype], tenant, job or "", ev.user or "", ev.ts_ms, ev.target or "",
                    ev.choice or "", ev.node or "", ev.status or "", today, job_ref, day_ref, fp)
-    argv = (campaign, epoch, options, msgpack.packb(values, use_bin_type=False))  # Redis's cmsgpack knows no bin
+    now = str(int(time.time() * 1000))
+    argv = (campaign, epoch, now, *options, msgpack.packb(values, use_bin_type=False))  # cmsgpack knows no bin
     return Cmd(campaign, ("EVALSHA", RECORD.sha, len(names), *names, *argv), RECORD)
 
 
