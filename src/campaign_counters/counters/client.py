@@ -19,11 +19,12 @@ from typing import Any, Iterable, Mapping
 import hiredis
 import redis
 import redis.asyncio as aredis
+import redis.asyncio.retry  # noqa: F401  (redis.asyncio.retry.Retry for asyncio clients)
+import redis.retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from ..connection import RedisTarget, parse_redis_url
 from ..errors import BackendError, CampaignCountersError, ValidationError
@@ -161,9 +162,6 @@ def first_answer(replies: Iterable[Any]) -> Any:
     raise last or BackendError("no cluster node to ask for the topology")
 
 
-_NO_RETRY = dict(retry=Retry(NoBackoff(), 0), retry_on_error=[])
-
-
 def _target(url: str | None, client: Any) -> RedisTarget:
     if url is None and client is None:
         raise BackendError("give a Redis URL or a client")
@@ -205,13 +203,18 @@ class _Base(CountersCore):
         if c is None:
             pool_class, pool_opts = self._pool_class()
             opts = dict(decode_responses=False, socket_timeout=self._socket_timeout,
-                        socket_connect_timeout=self._connect_timeout, **_NO_RETRY, **pool_opts)
+                        socket_connect_timeout=self._connect_timeout, retry=self._no_retry(), retry_on_error=[],
+                        **pool_opts)
             if addr is None:
                 pool = pool_class.from_url(self.target.url, **opts)
             else:
                 pool = pool_class(host=addr[0], port=addr[1], **{**self.target.options, **opts})
             c = self._clients[addr] = self._module.Redis(connection_pool=pool)
         return c
+
+    def _no_retry(self) -> Any:
+        """A retry policy of this client's flavour (sync or asyncio) that never retries: budgets stay whole."""
+        return self._module.retry.Retry(NoBackoff(), 0)
 
     def _refresh_sources(self) -> list[Address]:
         known = [a for a in self.router.nodes() if a is not None]
@@ -281,12 +284,15 @@ class _Base(CountersCore):
         self.stats["spooled"] = self.stats.get("spooled", 0) + kept
         return outcome if outcome == UNKNOWN else SPOOLED
 
-    def spool_replay(self) -> dict[str, int]:
-        """Send every event of the spool directory now; counts per outcome (undelivered stay spooled)."""
+    def spool_replay(self, spool: Spool | None = None) -> dict[str, int]:
+        """Send every event of a spool directory (default: this client's) now; counts per outcome.
+
+        Events Redis does not take (unsent, unknown) stay spooled.
+        """
         sender = self._bounded(self.settings.send_timeout, sync=True)
         if sender is None:
             raise BackendError("replaying the spool needs a client made from a URL")
-        return self.spool.replay(lambda evs: sender.record_many(evs).outcomes)
+        return (spool or self.spool).replay(lambda evs: sender.record_many(evs).outcomes)
 
 
 class Counters(_Base):
