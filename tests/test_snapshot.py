@@ -144,6 +144,19 @@ def test_changes_during_a_snapshot_stay_marked(counters, store):
     assert stored_journey(store, T, C, "job-1", "late-user")["journey_path"] == []
 
 
+def test_a_user_changed_after_each_snapshot_is_persisted_by_the_next(counters, store):
+    """Users logged before the first snapshot are logged again after it (the generation moves from 0 to 1)."""
+    counters.load_script(T, C, OFFER_SCRIPT)
+    steps = [ev("sent", "u", 1, id="s")] + [ev("interaction", "u", 2 + i, target=t, choice=ch, id=f"i{i}")
+                                           for i, (t, ch) in enumerate([("ask", "go"), ("send_offer", "yes"),
+                                                                        ("done", "ok")])]
+    for n, step in enumerate(steps):
+        counters.record(step)
+        snapshot_campaign(counters, store, C)
+        assert stored_journey(store, T, C, "job-1", "u") == live_journey(counters, lambda: store, T, C, "job-1", "u")
+        assert stored_journey(store, T, C, "job-1", "u")["total_interactions"] == n
+
+
 def test_tick_enqueues_at_most_one_job_per_campaign(counters, redis_url):
     campaigns = [f"camp-{i}" for i in range(20)]
     events = []

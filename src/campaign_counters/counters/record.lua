@@ -299,7 +299,7 @@ if not owner then
   closed = owner ~= false
 end
 local scripted = meta['start'] ~= false  -- with a script, an event names only its nodes
-local gen = meta['gen'] or '1'
+local gen = meta['gen'] or '0'  -- begin_snapshot's first HINCRBY makes it 1
 local repairing = meta['repairing'] and tonumber(meta['repairing']) > now  -- a deadline: a crashed repair stops the tail
 local start_facts = facts(meta['start'])
 local stamp = string.char(floor(now_s / 16777216) % 256, floor(now_s / 65536) % 256, floor(now_s / 256) % 256,
