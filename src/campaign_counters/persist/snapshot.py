@@ -7,18 +7,21 @@ Order of work, chosen so that a crash at any point is harmless:
    lease expires `LEASE_MS` after its last renewal, so a dead worker holds
    it up no longer than that;
 2. refuse a campaign flagged for reconcile (Redis lost its data);
-3. freeze the change log: events recorded from now on log their users for
+3. refuse when a stored user count or interaction count would shrink
+   (checked before any journey is written: data Redis lost shows in its
+   counts);
+4. freeze the change log: events recorded from now on log their users for
    the next snapshot;
-4. for the users the frozen log lists, a page at a time: read their
+5. for the users the frozen log lists, a page at a time: read their
    records, write their journeys whole (summary and every step), after
    checking that no stored journey would lose steps;
-5. write every job's report and the campaign total (absolute values), after
-   checking that no stored user count or interaction count would shrink;
-6. drop the frozen log, unless a repair swapped in new state meanwhile
+6. write every job's report and the campaign total (absolute values), after
+   checking the counts again;
+7. drop the frozen log, unless a repair swapped in new state meanwhile
    (its own snapshot persists the campaign); clear the campaign's mark
    unless events arrived meanwhile.
 
-A refusal (2, 4, 5) flags the campaign for reconcile and writes nothing
+A refusal (2, 3, 5, 6) flags the campaign for reconcile and writes nothing
 more: stored reports never move backwards. Re-running after a crash reads
 the frozen log again and rewrites the same documents.
 """
@@ -159,13 +162,15 @@ def snapshot_campaign(
 
 def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, result: SnapshotResult, batch: int,
              lease: Lease, progress: Callable[[SnapshotResult], None] | None, guard: bool) -> list[dict[str, Any]]:
-    """Steps 2-6 of the module doc; returns the report documents written."""
+    """Steps 2-7 of the module doc; returns the report documents written."""
     campaign = meta.campaign
     flagged = durable.flag_of(store, campaign) if guard else None
     if flagged:
         raise SnapshotRefused(campaign, f"it is flagged for reconcile since {flagged['since']} "
                                         f"({flagged['reason']}); run `campaign-counters reconcile --tenant "
                                         f"{meta.tenant} --campaign {campaign} --history SRC --repair`")
+    if guard:  # before any journey is written: a Redis that lost data shows in its counts first
+        _refuse_smaller_reports(store, meta, _report_docs(counters, meta, _now_iso()))
     start = counters.run(m.begin_snapshot(counters, campaign))
     snapshot_at = _now_iso()
     users = counters.run(m.changed_users(counters, campaign))
@@ -180,17 +185,23 @@ def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, resul
         result.steps += sum(len(d["journey_path"]) for d in docs)
         if progress:
             progress(result)
-    docs = []
-    for job in [None, *sorted(meta.jobs)]:
-        try:
-            docs.append(report_doc(counters.report(meta.tenant, campaign, job), snapshot_at))
-        except NotFound:
-            continue  # a job known only from a status event has no counters yet
+    docs = _report_docs(counters, meta, snapshot_at)
     if guard:
         _refuse_smaller_reports(store, meta, docs)
     store.upsert_campaign_reports(docs)
     result.reports = len(docs)
     counters.run(m.end_snapshot(counters, campaign, start.rgen))
+    return docs
+
+
+def _report_docs(counters: Counters, meta: m.CampaignMeta, snapshot_at: str) -> list[dict[str, Any]]:
+    """The campaign total's and every job's live report as documents."""
+    docs = []
+    for job in [None, *sorted(meta.jobs)]:
+        try:
+            docs.append(report_doc(counters.report(meta.tenant or "", meta.campaign, job), snapshot_at))
+        except NotFound:
+            continue  # a job known only from a status event has no counters yet
     return docs
 
 
