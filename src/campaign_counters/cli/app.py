@@ -2,8 +2,8 @@
 
 Exit codes: 0 ok, 1 drift found (reconcile) or something needs attention
 (health), 2 bad input, usage, or a write refused because it would lose
-numbers, 3 some input lines rejected, 4 not found, 5 Redis or the report
-store unavailable.
+numbers, 3 some input lines rejected, 4 not found or another tenant's
+campaign, 5 Redis or the report store unavailable.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ class App(click.Group):
         except Refused as exc:
             say(f"refused: {exc} (--force to write anyway)")
             ctx.exit(EXIT_INPUT)
-        except (ValidationError, TenantMismatch) as exc:
+        except ValidationError as exc:
             say(f"error: {exc}")
             ctx.exit(EXIT_INPUT)
+        except TenantMismatch as exc:
+            say(f"error: {exc}")
+            ctx.exit(EXIT_NOT_FOUND)
         except NotFound as exc:
             say(f"not found: {exc}")
             ctx.exit(EXIT_NOT_FOUND)

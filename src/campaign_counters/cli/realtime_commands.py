@@ -37,6 +37,7 @@ def script_load(cfg: Config, tenant: str, campaign: str, file: TextIO) -> None:
     Prints the start node, end nodes and flow sequence found.
     """
     counters, store = checked_writer(cfg)
+    durable.check_owner(counters, store, tenant, campaign)  # the store remembers closed campaigns' owners
     graph = counters.load_script(tenant, campaign, file.read())
     durable.remember_campaign(counters, store, counters.run(m.campaign_meta(counters, campaign)))
     emit({

@@ -150,7 +150,9 @@ def reconcile(
     with live keys. Every job known to the history, Redis or the store is
     checked. `progress` hears each campaign checked, `read_progress` how far
     the history has been read. Raises `Refused` (nothing written) when a
-    repair would shrink a campaign's counts, unless `force`.
+    repair would shrink a campaign's counts, unless `force`; TenantMismatch
+    (nothing written, `force` or not) when a repair names a campaign that
+    Redis or the store binds to another tenant.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
     if campaigns is None:
@@ -161,6 +163,9 @@ def reconcile(
         campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms, progress=read_progress)}
         if day is None:
             campaigns |= _live_campaigns(counters, tenant)
+    foreign = sorted(c for c in campaigns if durable.owners(counters, store, c) - {tenant})
+    if foreign and repair:
+        raise TenantMismatch(foreign[0])  # before anything is written, for every campaign
     truths = _truths(counters, history, tenant, campaigns, read_progress)
     result = ReconcileResult(tenant, campaigns=sorted(truths))
     drifted: set[str] = set()
@@ -185,7 +190,7 @@ def reconcile(
                 losses.setdefault(campaign, []).extend(guard.losses(expected, actual, USER_COUNTS,
                                                                     f"{where}, {source}"))
     if store is not None:
-        for campaign in sorted(set(truths) - drifted):
+        for campaign in sorted(set(truths) - drifted - set(foreign)):
             durable.clear_flag(store, campaign)  # exact: a Redis-loss or shrink flag no longer applies
     if repair and not force:
         for campaign in sorted(drifted):
@@ -243,11 +248,8 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
     for another tenant's campaign (live, closed, or known to the store),
     RepairRefused when events keep arriving faster than the tail is applied.
     """
+    durable.check_owner(counters, store, tenant, campaign)
     live = counters.run(m.campaign_meta(counters, campaign))
-    owners = {live.tenant, counters.run(m.registry_owner(counters, campaign)),
-              durable.owner_of(store, campaign) if store is not None else None} - {None}
-    if owners - {tenant}:
-        raise TenantMismatch(campaign)
     counters.run(counters.plan_timezone(tenant))
     try:
         graph = counters.run(counters.plan_graph(tenant, campaign))

@@ -33,6 +33,7 @@ from typing import Any
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..counters.core import new_epoch
+from ..errors import TenantMismatch
 from ..reports import iso_ms
 from ..stores import ReportStore
 
@@ -140,6 +141,24 @@ def remember_timezones(counters: Counters, store: ReportStore) -> None:
 def owner_of(store: ReportStore, campaign: str) -> str | None:
     """The tenant the store knows as the campaign's owner."""
     return (store.state(OWNER, campaign) or {}).get("tenant")
+
+
+def owners(counters: Counters, store: ReportStore | None, campaign: str) -> set[str]:
+    """Every tenant Redis (live keys, registry) or the store binds the campaign to (empty: none)."""
+    live = counters.run(m.campaign_meta(counters, campaign)).tenant
+    bound = counters.run(m.registry_owner(counters, campaign))
+    stored = owner_of(store, campaign) if store is not None else None
+    return {t for t in (live, bound, stored) if t is not None}
+
+
+def check_owner(counters: Counters, store: ReportStore | None, tenant: str, campaign: str) -> None:
+    """Raise TenantMismatch when Redis or the store binds the campaign to another tenant.
+
+    The store's binding outlives the campaign's keys and a Redis that lost
+    its data, so a closed campaign cannot be claimed by writing to it anew.
+    """
+    if owners(counters, store, campaign) - {tenant}:
+        raise TenantMismatch(campaign)
 
 
 def flag(store: ReportStore, campaign: str, tenant: str, kind: str, reason: str) -> None:
