@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from campaign_counters import Counters
 from campaign_counters.cli import main
+from campaign_counters.counters import Settings
 from campaign_counters.counters import maintenance as m
 from campaign_counters.errors import BackendError, SnapshotRefused
 from campaign_counters.persist import durable
@@ -30,7 +31,7 @@ from campaign_counters.stores import open_store
 from cli_helpers import jsonl
 from oracle import expected_journey, expected_report, metrics_of
 from scenarios import C, OFFER_SCRIPT, T, random_events
-from servers import RedisServer
+from servers import RedisServer, wait_for
 
 ZONE = "Asia/Ho_Chi_Minh"
 JOBS = (None, "job-1", "job-2")
@@ -149,6 +150,10 @@ def test_snapshots_never_shrink_the_stored_reports(lost, run, server, store, tmp
     assert "would lower target_users_count of the campaign total from" in refused.value.reason
     assert durable.flag_of(store, C)["kind"] == "shrink"
     assert_stored_as_before(store, lost)
+    res = run("health")  # looks only: restores nothing
+    out = json.loads(res.stdout)
+    assert res.exit_code == 1 and out["redis_data"]["problem"] == "Redis was replaced or restored"
+    assert "would lower target_users_count" in out["reconcile_needed"]["campaigns"][C]
     # the next writer sees another epoch than the store's: Redis restored, the campaign flagged for reconcile
     res = run("snapshot")
     assert res.exit_code == 2, res.output
@@ -193,6 +198,9 @@ def test_rerecording_and_repair_restore_the_exact_truth_without_duplicate_steps(
 def test_another_tenant_cannot_claim_the_campaign_after_the_restart(lost, run, server, store, tmp_path,
                                                                     script_file):
     evil = [dict(e, tenant="evil") for e in lost.b]
+    careful = Counters(server.url, settings=Settings(init_epoch=False))  # a chat client that starts no epoch
+    assert careful.record_many(evil).unsent == len(evil) and server.client().dbsize() == 0
+    careful.close()
     res = run("record", jsonl(tmp_path, evil, "evil.jsonl"))  # the first writer: Redis is restored first
     assert res.exit_code == 3 and json.loads(res.stdout)["accepted"] == 0
     assert "another tenant" in res.stderr
@@ -209,4 +217,46 @@ def test_another_tenant_cannot_claim_the_campaign_after_the_restart(lost, run, s
     assert_stored_as_before(store, lost)
     # the owner's counters hold nothing of evil's events
     assert metrics_of(check.report(T, C)) == expected_report([], OFFER_SCRIPT)
+    check.close()
+
+
+# -- point 4: a closed campaign whose keys are gone --------------------------------------------------
+
+
+@pytest.mark.parametrize("gone", ["expired", "deleted"])
+def test_a_closed_campaign_cannot_be_claimed_by_a_repair(run, server, store, tmp_path, script_file, gone):
+    """Expired: its keys reached their retention TTL (the registry still binds it). Deleted: its keys and
+    its registry entry are gone, only the report store knows its owner."""
+    events = random_events(OFFER_SCRIPT, 60, seed=93)
+    done = {"type": "status", "tenant": T, "campaign": C, "ts": 2e9, "status": "COMPLETED"}
+    assert run("script", "load", "--tenant", T, "--campaign", C, script_file).exit_code == 0
+    assert run("record", jsonl(tmp_path, events + [done], "owner.jsonl")).exit_code == 0
+    assert run("snapshot", CAMPAIGN_COUNTERS_RETENTION="1").exit_code == 0
+    raw = server.client()
+    if gone == "deleted":
+        counters = Counters(server.url)
+        counters.run(m.drop_campaign(counters, C))
+        counters.close()
+    wait_for(lambda: not raw.exists(f"cc:v2:{{{C}}}:m", f"cc:v2:{{{C}}}:u"), 10, "the campaign's keys to expire")
+    left = sorted(raw.scan_iter("*"))  # day HyperLogLogs keep their own TTL
+    bound = T if gone == "expired" else None
+    check = Counters(server.url)
+    assert check.run(m.registry_owner(check, C)) == bound and durable.owner_of(store, C) == T
+    stored = store.campaign_reports(T, C)
+    journeys = stored_journeys(store, events)
+    assert {d["job_id"]: metrics_of(report_from_doc(d)) for d in stored} == {
+        job: expected_report(events, OFFER_SCRIPT, job) for job in JOBS}
+    history = jsonl(tmp_path, [dict(e, tenant="evil") for e in events], "evil.jsonl")
+    for extra in (("--campaign", C), ("--campaign", C, "--force"), ()):
+        res = run("reconcile", "--tenant", "evil", "--history", history, "--repair", *extra)
+        assert res.exit_code == 4, (extra, res.output)
+        assert f"campaign: {C!r} belongs to another tenant" in res.stderr and res.stdout == ""
+    res = run("script", "load", "--tenant", "evil", "--campaign", C, script_file)
+    assert res.exit_code == 4 and "another tenant" in res.stderr
+    # nothing changed: the same keys in Redis (no shadow left behind), binding and documents
+    assert sorted(raw.scan_iter("*")) == left
+    assert check.run(m.registry_owner(check, C)) == bound and durable.owner_of(store, C) == T
+    assert store.campaign_reports(T, C) == stored and stored_journeys(store, events) == journeys
+    assert store.campaign_reports("evil", C) == [] and store.reconcile_reports("evil") == []
+    assert durable.flags(store) == {}
     check.close()
