@@ -53,3 +53,36 @@ def test_four_processes_without_ids(redis_url):
     c = Counters(redis_url)
     for job in (None, "job-1", "job-2"):
         assert metrics_of(c.report(T, C, job)) == expected_report(events, OFFER_SCRIPT, job)
+
+
+def test_a_report_read_while_users_join_a_second_job_counts_each_user_once(redis_url):
+    """Campaign totals are job counters plus corrections written together; a report reads them together.
+
+    Every user is in job-1 first; while they join job-2 one call at a time, the campaign's user count
+    stays exactly the same, and every report read meanwhile must say so.
+    """
+    import threading
+
+    users = 1500
+    c = Counters(redis_url)
+    c.load_script(T, C, OFFER_SCRIPT)
+    c.record_many([{"type": "targeted", "tenant": T, "campaign": C, "job": "job-1", "user": f"u{i}", "ts": 1}
+                   for i in range(users)])
+    writer = Counters(redis_url)
+    done = threading.Event()
+
+    def join_second_job():
+        for i in range(users):
+            writer.record({"type": "targeted", "tenant": T, "campaign": C, "job": "job-2", "user": f"u{i}", "ts": 2})
+        done.set()
+
+    thread = threading.Thread(target=join_second_job)
+    thread.start()
+    seen = []
+    while not done.is_set():
+        seen.append(c.report(T, C)["target_users_count"])
+    thread.join(timeout=60)
+    assert len(seen) > 20 and set(seen) == {users}
+    assert c.report(T, C, "job-2")["target_users_count"] == users
+    writer.close()
+    c.close()

@@ -36,6 +36,7 @@ from .transport import (
 )
 
 LOAD_SCRIPT = LuaScript.load("load_script.lua")
+REPORT_READS = 5  # transactions tried when jobs keep beginning while a report is read
 log = logging.getLogger(__name__)
 
 APPLIED, DUPLICATE, REJECTED, UNKNOWN, UNSENT = "applied", "duplicate", "rejected", "unknown", "unsent"
@@ -466,16 +467,20 @@ class CountersCore:
         """
         if job is not None:
             check_id("job", job)
-        k = self.keys
-        reads = [Cmd(campaign, ("HGETALL", k.counters(campaign))), Cmd(campaign, ("HGETALL", k.names(campaign)))]
-        meta, (camp_raw, names_raw) = yield from self._owned(tenant, campaign, reads)
-        jobs = [f[2:].decode() for f in meta if f.startswith(b"j:")]
-        if job is not None:
-            if job not in jobs:
+        meta, _ = yield from self._owned(tenant, campaign, [])
+        for _ in range(REPORT_READS):
+            known = [f[2:].decode() for f in meta if f.startswith(b"j:")]
+            if job is not None and job not in known:
                 raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
-            jobs = [job]
-        parts = [as_dict(r) for r in (yield from call(self.router, [
-            Cmd(campaign, ("HGETALL", k.counters(campaign, j))) for j in jobs]))]
+            jobs = [job] if job is not None else known
+            meta, camp_raw, names_raw, job_raws = yield from self._counters_at_once(campaign, jobs)
+            if meta.get(b"tenant", b"").decode() != tenant:
+                raise NotFound(f"campaign {campaign!r} of tenant {tenant!r} has no data")
+            if job is not None or sorted(f[2:].decode() for f in meta if f.startswith(b"j:")) == sorted(known):
+                break  # no job began between the two reads
+        else:
+            raise BackendError(f"campaign {campaign!r} kept gaining jobs while its report was read")
+        parts = [as_dict(r) for r in job_raws]
         campaign_fields = as_dict(camp_raw)
         if job is None:
             parts.append(campaign_fields)
@@ -489,6 +494,22 @@ class CountersCore:
         sha = meta.get(b"script_sha")
         graph = yield from self._graph(campaign, sha)
         return build_report(tenant, campaign, job, agg, graph)
+
+    def _counters_at_once(self, campaign: str, jobs: list[str]) -> Plan:
+        """Meta, campaign counters, node names and these jobs' counters as one transaction.
+
+        Campaign totals are job counters plus corrections in the campaign
+        hash, written together by every record call; read apart, a call in
+        between would make the sum wrong (too high or too low) for a moment,
+        and a snapshot would persist that.
+        """
+        k = self.keys
+        reads = [("HGETALL", k.meta(campaign)), ("HGETALL", k.counters(campaign)), ("HGETALL", k.names(campaign)),
+                 *(("HGETALL", k.counters(campaign, j)) for j in jobs)]
+        replies = yield from call(self.router, [Cmd(campaign, ("MULTI",)), *(Cmd(campaign, r) for r in reads),
+                                                Cmd(campaign, ("EXEC",))])
+        meta, camp, names, *job_raws = replies[-1]
+        return as_dict(meta), camp, names, job_raws
 
     def plan_journey(self, tenant: str, campaign: str, job: str, user: str) -> Plan:
         """One user's journey in a job, from the user's record: O(the user's steps), one round trip
