@@ -393,6 +393,16 @@ def day_counts(p: CountersCore, campaigns: list[str], day: str) -> Plan:
     return [(c, *replies[4 * i:4 * i + 3], int(replies[4 * i + 3] or 0)) for i, c in enumerate(campaigns)]
 
 
+def window_users(p: CountersCore, campaigns: list[str], days: list[str]) -> Plan:
+    """[(campaign, ~users, ~sent, ~interacted)] over several local days, from the union of their HLLs."""
+    if not days or not campaigns:
+        return [(c, 0, 0, 0) for c in campaigns]
+    k = p.keys
+    cmds = [Cmd(c, ("PFCOUNT", *(k.day_users(c, d, kind) for d in days))) for c in campaigns for kind in "asi"]
+    replies = yield from call(p.router, cmds)
+    return [(c, *(int(r) for r in replies[3 * i:3 * i + 3])) for i, c in enumerate(campaigns)]
+
+
 def tenant_day_users(p: CountersCore, tenant: str, day: str, campaigns: list[str] | None = None) -> Plan:
     """Approximate distinct users of a tenant in one local day, across its campaigns
     (`campaigns`: the tenant's, when the caller has read them already).

@@ -31,7 +31,7 @@ from ..persist import durable
 from ..persist.snapshot import Lease, report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
 from ..stores import ReportStore
-from . import guard
+from . import guard, invariants
 from .history import HistorySource, Progress
 from .recompute import CampaignTruth, window
 
@@ -46,6 +46,7 @@ class ReconcileResult:
     repaired: list[str] = field(default_factory=list)
     campaigns: list[str] = field(default_factory=list)
     after_repair: list[dict[str, Any]] | None = None  # drift left after repairing (None: no repair asked)
+    invariants: list[dict[str, Any]] = field(default_factory=list)  # count orders broken, and where
 
     @property
     def remaining(self) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ class ReconcileResult:
 
     def output(self) -> dict[str, Any]:
         return {"checked": self.checked, "drift": self.drift, "repaired": self.repaired,
-                "after_repair": self.after_repair}
+                "after_repair": self.after_repair, "invariants": self.invariants}
 
 
 def flatten_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
@@ -142,6 +143,7 @@ def reconcile(
     progress: Callable[[str], None] | None = None,
     read_progress: Progress | None = None,
     record: bool = True,
+    approximation: list[dict[str, Any]] | None = None,
 ) -> ReconcileResult:
     """Check (and optionally repair) a tenant's campaigns against their history.
 
@@ -150,7 +152,10 @@ def reconcile(
     with live keys. Every job known to the history, Redis or the store is
     checked. `progress` hears each campaign checked, `read_progress` how far
     the history has been read. Raises `Refused` (nothing written) when a
-    repair would shrink a campaign's counts, unless `force`.
+    repair would shrink a campaign's counts, unless `force`. Every report
+    checked (history, live, snapshot) is also checked for the order of
+    `invariants.CHAIN`; `approximation` (the measured error of the live
+    HyperLogLogs, see `approximation.measure`) is recorded with the result.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
     if campaigns is None:
@@ -175,7 +180,11 @@ def reconcile(
             expected = truth.report(job)
             result.checked += 1
             where = f"job {job}" if job else "campaign total"
-            for source, actual in (("live", _live(counters, tenant, campaign, job)), ("snapshot", stored.get(job))):
+            live = _live(counters, tenant, campaign, job)
+            for source, seen in (("history", expected), ("live", live), ("snapshot", stored.get(job))):
+                result.invariants += [{"campaign": campaign, "job": job, "source": source, **b}
+                                      for b in invariants.broken(seen)]
+            for source, actual in (("live", live), ("snapshot", stored.get(job))):
                 if source == "snapshot" and actual is None:
                     continue
                 for metric, want, got in compare(expected, actual):
@@ -206,6 +215,7 @@ def reconcile(
             "date": day.isoformat() if day else None, "until": until.isoformat() if until else None,
             "timezone": str(tz), "campaigns": result.campaigns,
             **result.output(),
+            **({"approximation": approximation} if approximation is not None else {}),
         })
     return result
 
