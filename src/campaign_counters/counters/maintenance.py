@@ -66,6 +66,14 @@ def user_records(p: CountersCore, campaign: str, users: list[str]) -> Plan:
     return raw
 
 
+def scan_user_records(p: CountersCore, campaign: str, cursor: int = 0, count: int = 1000) -> Plan:
+    """One HSCAN page of the users hash: (next cursor, 0 when done; [(user, packed record)])."""
+    ((nxt, flat),) = yield from call(p.router, [Cmd(campaign, ("HSCAN", p.keys.users(campaign), cursor,
+                                                                "COUNT", count))])
+    pairs = _pairs(flat)
+    return int(nxt), [(u.decode(), raw) for u, raw in pairs]
+
+
 @dataclass
 class SnapshotStart:
     """What `begin_snapshot` saw: the repair generation, and since when changes were pending (ms, 0: none)."""

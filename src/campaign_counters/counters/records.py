@@ -17,6 +17,7 @@ import msgpack
 
 from ..errors import BackendError
 from ..events import Event
+from ..analysis import Visit
 from ..reports import Aggregate
 from ..script import SEP
 from .keys import KeySchema
@@ -186,6 +187,7 @@ class UserState:
     exit: int
     interactions: int
     steps: list  # flat: ms after first_ms, node index, choice ('' for none), ...
+    reached: list  # node indexes the user reached
 
     @classmethod
     def from_record(cls, r: list) -> "UserState":
@@ -198,6 +200,7 @@ class UserState:
             exit=r[5],
             interactions=r[6],
             steps=r[9] if len(r) > 9 and r[9] else [],
+            reached=list(r[7]) if len(r) > 7 and isinstance(r[7], list) else [],
         )
 
     @property
@@ -216,6 +219,13 @@ class UserState:
         if self.exit:
             out.add(self.exit)
         return out
+
+    def visit(self, names: Mapping[int, str]) -> Visit:
+        """What the analysis needs of this record (`analysis.Visit`); `names` must know every node index."""
+        s, first = self.steps, self.first_ms
+        return Visit(first_ms=first, sent_ms=self.sent_ms, fin_ms=self.end_ms if self.completed else None,
+                     reached={names[i] for i in self.reached},
+                     steps=[(first + s[i], names[s[i + 1]], s[i + 2] or None) for i in range(0, len(s), 3)])
 
     def journey(self, names: Mapping[int, str]) -> dict[str, Any]:
         """The journey: steps in time order (then arrival), completion, exit node, interactions."""

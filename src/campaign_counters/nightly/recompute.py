@@ -2,8 +2,9 @@
 
 Pure Python, no I/O, and independent of the Lua script: it keeps per-user
 sets and minimums and folds them at the end, so it shares no incremental
-logic with the realtime path it checks. Memory is O(users + event ids), not
-O(events): events are streamed through `add`.
+logic with the realtime path it checks. Memory is O(users + event ids +
+interactions) (the journey analysis needs each interaction's time, target
+and choice): events are streamed through `add`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..analysis import Analysis, Visit
 from ..events import Event
 from ..reports import Aggregate, build_report
 from ..script import FlowGraph
@@ -28,6 +30,7 @@ class _User:
     exit: str | None = None
     interactions: int = 0
     reached: set[str] = field(default_factory=set)
+    steps: list[tuple[int, int, str, str | None]] = field(default_factory=list)  # (ts, arrival, target, choice)
 
     def merge(self, other: "_User") -> None:
         self.first = _min(self.first, other.first)
@@ -36,6 +39,7 @@ class _User:
             self.fin, self.exit = other.fin, other.exit
         self.interactions += other.interactions
         self.reached |= other.reached
+        self.steps += other.steps
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -89,6 +93,7 @@ class CampaignTruth:
         elif ev.type == "interaction":
             target = ev.target or ""
             u.interactions += 1
+            u.steps.append((ts, self._arrival, target, ev.choice))
             u.reached.add(target)
             key = (target, ev.choice, ev.node)
             at = self._at.get(key, "")
@@ -163,6 +168,20 @@ class CampaignTruth:
 
     def report(self, job: str | None = None) -> dict[str, Any]:
         return build_report(self.tenant, self.campaign, job, self.aggregate(job), self.graph)
+
+    def analysis(self, job: str | None, now_ms: int, window_ms: int, tz: ZoneInfo) -> dict[str, Any]:
+        """The journey analysis of a job (None: the campaign) at `now_ms`, from the events added."""
+        fold = Analysis(self.graph, now_ms, window_ms, tz)
+        by_user: dict[str, list[Visit]] = {}
+        for j, users in self.users.items():
+            if job is None or j == job:
+                for name, u in users.items():
+                    by_user.setdefault(name, []).append(Visit(
+                        first_ms=u.first or 0, sent_ms=u.sent, fin_ms=u.fin, reached=set(u.reached),
+                        steps=[(ts, target, choice) for ts, _, target, choice in sorted(u.steps)]))
+        for visits in by_user.values():
+            fold.add_user(visits)
+        return fold.result()
 
 
 
