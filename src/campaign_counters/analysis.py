@@ -14,8 +14,8 @@ Definitions (per job; the campaign total pools the user's visits of every job):
 - `drop_off` per non-end node n reached (as `node_analytics`): users who
   `went_on` (reached one of n's successors), else `waiting` (last activity
   younger than the inactivity window at `now`) or `dropped` (older). Last
-  activity: the latest of the user's earliest event, earliest `sent` and
-  every interaction;
+  activity: the latest, over the user's jobs in the scope, of each job's
+  earliest event, earliest `sent` and every interaction;
 - `completion_time`: per completed user (as `avg_completion_time`), its mean,
   and its median and p90 (nearest rank) read from a fixed log-bucket
   histogram: reported values are bucket midpoints, within `MAX_ERROR` of the
@@ -191,3 +191,29 @@ class Analysis:
                         for (node, choice), c in sorted(self.clicks.items())],
             "heatmap": {"timezone": str(self.tz), "weekdays": list(WEEKDAYS), "interactions": self.heat},
         }
+
+
+def analysis_values(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The numbers of an analysis keyed by a readable dotted name (for checks and comparisons)."""
+    if result is None:
+        return {}
+    out: dict[str, Any] = {"users": result["users"]}
+    for t in result["transitions"]:
+        out[f"transitions.{t['from']}>{t['to']}"] = t["users"]
+    for d in result["drop_off"]:
+        for state in ("went_on", "waiting", "dropped"):
+            out[f"drop_off.{d['node']}.{state}"] = d[state]
+    for k in ("completed", "mean", "median", "p90"):
+        out[f"completion_time.{k}"] = result["completion_time"][k]
+    for t in result["time_per_node"]:
+        out[f"time_per_node.{t['node']}.visits"] = t["visits"]
+        out[f"time_per_node.{t['node']}.median"] = t["median"]
+    for c in result["choices"]:
+        out[f"choices.{c['node']}.{c['choice']}.clicks"] = c["clicks"]
+        out[f"choices.{c['node']}.{c['choice']}.users"] = c["users"]
+    heat = result["heatmap"]
+    for day, hours in zip(heat["weekdays"], heat["interactions"]):
+        for hour, n in enumerate(hours):
+            if n:
+                out[f"heatmap.{day}.{hour}"] = n
+    return out

@@ -27,7 +27,9 @@ from zoneinfo import ZoneInfo
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..errors import NotFound, RepairRefused, TenantMismatch
+from ..analysis import DEFAULT_WINDOW_S, analysis_values
 from ..persist import durable
+from ..persist.analysis import live_analyses
 from ..persist.snapshot import Lease, report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
 from ..stores import ReportStore
@@ -89,7 +91,11 @@ def _same(a: Any, b: Any) -> bool:
 
 def compare(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
     """(metric, expected, actual) for every leaf that differs; absent counts as 0."""
-    e, a = flatten_metrics(expected), flatten_metrics(actual)
+    return compare_values(flatten_metrics(expected), flatten_metrics(actual))
+
+
+def compare_values(e: dict[str, Any], a: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, expected, actual) for every flat value that differs; absent counts as 0."""
     diffs = []
     for key in sorted(set(e) | set(a)):
         ev, av = e.get(key), a.get(key)
@@ -144,6 +150,7 @@ def reconcile(
     read_progress: Progress | None = None,
     record: bool = True,
     approximation: list[dict[str, Any]] | None = None,
+    analysis: bool = True,
 ) -> ReconcileResult:
     """Check (and optionally repair) a tenant's campaigns against their history.
 
@@ -156,6 +163,8 @@ def reconcile(
     checked (history, live, snapshot) is also checked for the order of
     `invariants.CHAIN`; `approximation` (the measured error of the live
     HyperLogLogs, see `approximation.measure`) is recorded with the result.
+    With `analysis`, each campaign's journey analysis (`persist.analysis`,
+    one scan of its users) is checked too, at one instant for both sides.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
     if campaigns is None:
@@ -176,6 +185,11 @@ def reconcile(
         stored = {d.get("job_id"): report_from_doc(d) for d in store.campaign_reports(tenant, campaign)} \
             if store is not None else {}
         jobs = set(truth.jobs) | _live_jobs(counters, tenant, campaign) | {j for j in stored if j is not None}
+        if analysis:
+            for job, want, got in _analysis_drift(counters, tenant, campaign, truth, sorted(jobs)):
+                result.drift.append({"campaign": campaign, "job": job, "metric": "analysis." + want[0],
+                                     "expected": want[1], "actual": got, "source": "live"})
+                drifted.add(campaign)
         for job in [None, *sorted(jobs)]:
             expected = truth.report(job)
             result.checked += 1
@@ -218,6 +232,24 @@ def reconcile(
             **({"approximation": approximation} if approximation is not None else {}),
         })
     return result
+
+
+def _analysis_drift(counters: Counters, tenant: str, campaign: str, truth: CampaignTruth,
+                    jobs: list[str]) -> Iterator[tuple[str | None, tuple[str, Any], Any]]:
+    """(job, (name, expected), actual) for each analysis value where the live scan and the history differ
+    (both at one instant, in the tenant's timezone as the live analysis)."""
+    now_ms = int(time.time() * 1000)
+    tz = counters.run(counters.plan_timezone(tenant))
+    try:
+        live_jobs = set(counters.run(m.campaign_meta(counters, campaign)).jobs)
+        scopes = [None, *(j for j in jobs if j in live_jobs)]
+        live = {a["job"]: a for a in live_analyses(counters, tenant, campaign, scopes, now_ms=now_ms)}
+    except NotFound:
+        live = {}
+    for job in [None, *jobs]:
+        expected = truth.analysis(job, now_ms, DEFAULT_WINDOW_S * 1000, tz)
+        for name, want, got in compare_values(analysis_values(expected), analysis_values(live.get(job))):
+            yield job, (name, want), got
 
 
 def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: set[str],
