@@ -12,6 +12,7 @@ from campaign_counters import Counters
 from campaign_counters.nightly import schedule as nightly
 from campaign_counters.nightly.history import JsonlHistory
 from campaign_counters.nightly.reconcile import reconcile
+from campaign_counters.persist.snapshot import snapshot_campaign
 from campaign_counters.stores import open_store
 from campaign_counters.stores.mongo import MongoStore
 from cli_helpers import jsonl
@@ -133,10 +134,16 @@ def test_night_records_the_hyperloglog_error_of_every_overview_it_writes(counter
     for camp in ("ber-a", "ber-b"):
         counters.load_script("t-ber", camp, OFFER_SCRIPT)
     rng = random.Random(4)
-    counters.record_many([e for e in events if rng.random() < kept])  # the live path may have missed some
+    recorded = [e for e in events if rng.random() < kept]  # the live path may have missed some
+    counters.record_many(recorded)
     history = jsonl(tmp_path, events)
+    for camp in ("ber-a", "ber-b"):
+        snapshot_campaign(counters, store, camp)
     out = nightly.run_night(counters, store, history, "t-ber", date(2026, 10, 25))
     assert out["done"] is True and out["overviews"] == ["daily", "weekly"]  # a Sunday closes the week
+    for camp in ("ber-a", "ber-b"):  # the night stores the journey analyses it checked (live: what was recorded)
+        users = {e["user"] for e in recorded if e["campaign"] == camp}
+        assert store.campaign_report("t-ber", camp, None)["analysis"]["users"] == len(users)
     doc = store.reconcile_reports("t-ber")[0]
     measured = {(m["report_type"], m["report_date"]): m["uniques"] for m in doc["approximation"]}
     assert set(measured) == {("daily", "2026-10-25"), ("weekly", "2026-10-19")}

@@ -49,6 +49,7 @@ class ReconcileResult:
     campaigns: list[str] = field(default_factory=list)
     after_repair: list[dict[str, Any]] | None = None  # drift left after repairing (None: no repair asked)
     invariants: list[dict[str, Any]] = field(default_factory=list)  # count orders broken, and where
+    analyses: list[dict[str, Any]] = field(default_factory=list)  # the live analyses checked (not in output)
 
     @property
     def remaining(self) -> list[dict[str, Any]]:
@@ -186,7 +187,9 @@ def reconcile(
             if store is not None else {}
         jobs = set(truth.jobs) | _live_jobs(counters, tenant, campaign) | {j for j in stored if j is not None}
         if analysis:
-            for job, want, got in _analysis_drift(counters, tenant, campaign, truth, sorted(jobs)):
+            live_found, found = _analysis_drift(counters, tenant, campaign, truth, sorted(jobs))
+            result.analyses += live_found
+            for job, want, got in found:
                 result.drift.append({"campaign": campaign, "job": job, "metric": "analysis." + want[0],
                                      "expected": want[1], "actual": got, "source": "live"})
                 drifted.add(campaign)
@@ -234,10 +237,10 @@ def reconcile(
     return result
 
 
-def _analysis_drift(counters: Counters, tenant: str, campaign: str, truth: CampaignTruth,
-                    jobs: list[str]) -> Iterator[tuple[str | None, tuple[str, Any], Any]]:
-    """(job, (name, expected), actual) for each analysis value where the live scan and the history differ
-    (both at one instant, in the tenant's timezone as the live analysis)."""
+def _analysis_drift(counters: Counters, tenant: str, campaign: str, truth: CampaignTruth, jobs: list[str]
+                    ) -> tuple[list[dict[str, Any]], list[tuple[str | None, tuple[str, Any], Any]]]:
+    """The live analyses, and (job, (name, expected), actual) for each value where they and the history
+    differ (both at one instant, in the tenant's timezone as the live analysis)."""
     now_ms = int(time.time() * 1000)
     tz = counters.run(counters.plan_timezone(tenant))
     try:
@@ -246,10 +249,12 @@ def _analysis_drift(counters: Counters, tenant: str, campaign: str, truth: Campa
         live = {a["job"]: a for a in live_analyses(counters, tenant, campaign, scopes, now_ms=now_ms)}
     except NotFound:
         live = {}
+    found = []
     for job in [None, *jobs]:
         expected = truth.analysis(job, now_ms, DEFAULT_WINDOW_S * 1000, tz)
         for name, want, got in compare_values(analysis_values(expected), analysis_values(live.get(job))):
-            yield job, (name, want), got
+            found.append((job, (name, want), got))
+    return list(live.values()), found
 
 
 def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: set[str],

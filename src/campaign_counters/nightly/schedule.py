@@ -28,6 +28,7 @@ from ..counters import Counters
 from ..counters import maintenance as m
 from ..errors import Refused
 from ..persist.dashboard import publish_nightly_run
+from ..persist.analysis import persist_analysis
 from ..persist.jobs import job_context
 from ..stores import ReportStore
 from ..timezones import UTC, zone_or_utc
@@ -127,7 +128,8 @@ def _enqueue_night(counters: Counters, queue: Any, tenant: str, day: date) -> bo
 def run_night(counters: Counters, store: ReportStore, history_src: str | None, tenant: str, day: date, *,
               repair: bool = False, force: bool = False) -> dict[str, Any]:
     """Reconcile the campaigns of a tenant's local day, then write the overviews that close with it;
-    the reconcile's record carries each overview's measured HyperLogLog error (`approximation`).
+    the reconcile's record carries each overview's measured HyperLogLog error (`approximation`), and the
+    journey analyses it checked are stored (those of repaired campaigns wait for the next check).
 
     The night is marked done (`"done": true`) only when both ran over a
     history and neither was refused; otherwise the reason is recorded for
@@ -152,6 +154,7 @@ def run_night(counters: Counters, store: ReportStore, history_src: str | None, t
                             "after_repair": None if result.after_repair is None else len(result.after_repair)}
         publish_nightly_run(counters, tenant, day.isoformat(), result.output())
         store_overviews(store, docs, counters, force=force)
+        persist_analysis(store, [a for a in result.analyses if a["campaign"] not in result.repaired])
         out["overviews"] = periods_ending(day)
     except Refused as exc:
         log.warning("nightly %s %s refused, the night stays pending: %s", tenant, day, exc)
