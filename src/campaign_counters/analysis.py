@@ -119,6 +119,17 @@ class Analysis:
     clicks: dict[tuple[str, str], int] = field(default_factory=dict)
     choosers: dict[tuple[str, str], int] = field(default_factory=dict)
     heat: list[list[int]] = field(default_factory=lambda: [[0] * 24 for _ in WEEKDAYS])
+    _local: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    def local_slot(self, ts_ms: int) -> tuple[int, int]:
+        """(weekday, hour) of an instant in the timezone; cached per quarter hour (every UTC offset in use
+        since 1972 is a multiple of 15 minutes, so a quarter hour never straddles a local hour)."""
+        quarter = ts_ms // 900_000
+        slot = self._local.get(quarter)
+        if slot is None:
+            local = datetime.fromtimestamp(quarter * 900, self.tz)
+            slot = self._local[quarter] = (local.weekday(), local.hour)
+        return slot
 
     def add_user(self, visits: Iterable[Visit]) -> None:
         """Add one user, with its visits of every job in the scope."""
@@ -137,8 +148,8 @@ class Analysis:
                 pairs.add((a, b))
                 self.per_node.setdefault(a, LogHistogram()).add(t1 - t0)
             for ts, target, choice in v.steps:
-                local = datetime.fromtimestamp(ts / 1000, self.tz)
-                self.heat[local.weekday()][local.hour] += 1
+                day, hour = self.local_slot(ts)
+                self.heat[day][hour] += 1
                 at = graph.choice_node(target, choice) if graph is not None else None
                 if at is not None and choice is not None:
                     self.clicks[(at, choice)] = self.clicks.get((at, choice), 0) + 1
