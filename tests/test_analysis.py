@@ -235,3 +235,22 @@ def test_analyze_command_json_table_csv_and_persist(cli, script_file, tmp_path):
     res = cli("analyze", "--tenant", "other", "--campaign", C)
     assert res.exit_code == 4
     assert cli("analyze", "--tenant", T, "--campaign", C, "--window", "0").exit_code == 2
+
+
+def test_a_scan_yields_each_user_once_while_the_campaign_grows_and_shrinks(redis_url, raw):
+    from campaign_counters.persist.analysis import user_visits
+
+    counters = Counters(redis_url)
+    counters.load_script(T, C, OFFER_SCRIPT)
+    counters.record_many([ev("sent", f"u{i}", 1_760_000_000 + i, "job-1") for i in range(3000)])
+    seen = []
+    (users_key,) = raw.keys(f"*{{{C}}}*:u")
+    for n, (user, visits) in enumerate(user_visits(counters, C, page=50)):
+        seen.append(user)
+        if n == 100:  # the hash grows (rehashing) under the scan...
+            counters.record_many([ev("sent", f"v{i}", 1_760_010_000 + i, "job-1") for i in range(20_000)])
+        if n == 2000:  # ...and shrinks
+            raw.hdel(users_key, *[f"v{i}" for i in range(19_000)])
+    assert len(seen) == len(set(seen))
+    assert {f"u{i}" for i in range(3000)} <= set(seen)  # every user there from start to end is seen
+    counters.close()

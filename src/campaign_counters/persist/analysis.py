@@ -3,11 +3,12 @@
 Not kept up to date by the record script (its cost per event stays as it
 is) nor by snapshots: it is computed when asked, by scanning the campaign's
 users hash (HSCAN pages of `PAGE` users, one round trip each) and folding each
-record as it comes. Cost: O(users x their steps) time in the caller and
-O(nodes^2 + buckets) memory, whatever the number of users; Redis answers
-each page in O(page). With `persist`, the result is stored in the campaign's
-CampaignReports documents (field `analysis`), where snapshots keep it until
-the next analysis replaces it.
+record as it comes. Cost: O(users x their steps) time in the caller; memory
+O(nodes^2 + buckets) for the analysis plus the names of the users seen
+(a scan may return a user twice); Redis answers each page in O(page).
+With `persist`, the result is stored in the campaign's CampaignReports
+documents (field `analysis`), where snapshots keep it until the next
+analysis replaces it.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ from ..stores import ReportStore
 PAGE = 2000
 
 
-def user_visits(counters: Counters, campaign: str, page: int = PAGE) -> Iterator[dict[str, Visit]]:
-    """Each user's visits (job -> Visit) from the users hash, a page at a time."""
+def user_visits(counters: Counters, campaign: str,
+                page: int = PAGE) -> Iterator[tuple[str, dict[str, Visit]]]:
+    """Each user with its visits (job -> Visit) from the users hash, a page at a time, each user once
+    (HSCAN may return a user twice when the hash is resized during the scan: the names seen are kept)."""
     meta = counters.run(m.campaign_meta(counters, campaign))
     jobs = {ji: job for job, ji in meta.jobs.items()}
     names = dict(meta.names)
+    seen: set[str] = set()
     cursor = 0
     while True:
         cursor, rows = counters.run(m.scan_user_records(counters, campaign, cursor, page))
         states: list[tuple[str, str, UserState]] = []
         for user, raw in rows:
+            if user in seen:
+                continue
+            seen.add(user)
             for record in user_jobs(raw):
                 if not record[0]:
                     continue  # the campaign-wide record of a user in several jobs: visits hold it all
@@ -50,7 +57,7 @@ def user_visits(counters: Counters, campaign: str, page: int = PAGE) -> Iterator
         by_user: dict[str, dict[str, Visit]] = {}
         for user, job, state in states:
             by_user.setdefault(user, {})[job] = state.visit(names)
-        yield from by_user.values()
+        yield from by_user.items()
         if cursor == 0:
             return
 
@@ -75,7 +82,7 @@ def live_analyses(counters: Counters, tenant: str, campaign: str, jobs: list[str
             raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     folds = {job: Analysis(graph, now_ms, window_s * 1000, tz) for job in scopes}
-    for visits in user_visits(counters, campaign, page):
+    for _, visits in user_visits(counters, campaign, page):
         for job, fold in folds.items():
             if job is None:
                 fold.add_user(visits.values())
