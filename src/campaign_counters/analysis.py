@@ -26,7 +26,11 @@ Definitions (per job; the campaign total pools the user's visits of every job):
   and choice by the script, as for a choice without `node`) and choice, the
   clicks and the distinct users;
 - `heatmap`: interactions per local day of week (Monday first) and hour, in
-  the tenant's timezone (DST-aware: a local hour that repeats counts both).
+  the tenant's timezone (DST-aware: a local hour that repeats counts both);
+- `versions` (when the scripts the campaign ran are known): each user belongs
+  to the version loaded last at or before its earliest event (else the first
+  version); per version, its users, and `node_analytics` and `funnel_data`
+  over them with that version's script (choices resolved as in `choices`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from datetime import datetime
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
+from .reports import Aggregate, funnel, iso_ms, node_analytics
 from .script import FlowGraph
 
 BUCKETS_PER_DOUBLING = 16
@@ -59,6 +64,25 @@ class Visit:
     def last_ms(self) -> int:
         last = max(self.first_ms, self.sent_ms if self.sent_ms is not None else self.first_ms)
         return max(last, max((s[0] for s in self.steps), default=last))
+
+
+@dataclass(frozen=True)
+class ScriptVersion:
+    """A script the campaign ran, and from when (Unix ms)."""
+
+    number: int
+    loaded_at_ms: int
+    sha: str
+    graph: FlowGraph
+
+
+def version_of(first_ms: int, versions: list[ScriptVersion]) -> ScriptVersion:
+    """The version a user starting at `first_ms` saw: the last loaded at or before it, else the first."""
+    seen = versions[0]
+    for v in versions:
+        if v.loaded_at_ms <= first_ms:
+            seen = v
+    return seen
 
 
 class LogHistogram:
@@ -119,6 +143,8 @@ class Analysis:
     clicks: dict[tuple[str, str], int] = field(default_factory=dict)
     choosers: dict[tuple[str, str], int] = field(default_factory=dict)
     heat: list[list[int]] = field(default_factory=lambda: [[0] * 24 for _ in WEEKDAYS])
+    versions: list[ScriptVersion] = field(default_factory=list)
+    by_version: dict[int, Aggregate] = field(default_factory=dict)
     _local: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def local_slot(self, ts_ms: int) -> tuple[int, int]:
@@ -164,6 +190,8 @@ class Analysis:
             took = min(fins) - (min(sent) if sent else min(v.first_ms for v in visits))
             self.completion.add(took)
             self.completion_ms += took
+        if self.versions:
+            self._add_to_version(visits, reached)
         active = self.now_ms - max(v.last_ms for v in visits) < self.window_ms
         succ = graph.successors if graph is not None else {}
         for n in reached:
@@ -175,6 +203,22 @@ class Analysis:
                 self.waiting[n] = self.waiting.get(n, 0) + 1
             else:
                 self.dropped[n] = self.dropped.get(n, 0) + 1
+
+    def _add_to_version(self, visits: list[Visit], reached: set[str]) -> None:
+        version = version_of(min(v.first_ms for v in visits), self.versions)
+        agg = self.by_version.setdefault(version.number, Aggregate())
+        agg.target += 1
+        succ = version.graph.successors
+        for n in reached:
+            agg.reached[n] = agg.reached.get(n, 0) + 1
+            if not reached.isdisjoint(succ.get(n, ())):
+                agg.continued[n] = agg.continued.get(n, 0) + 1
+        for v in visits:
+            for _, target, choice in v.steps:
+                at = version.graph.choice_node(target, choice)
+                if at is not None and choice is not None:
+                    at_node = agg.choices.setdefault(at, {})
+                    at_node[choice] = at_node.get(choice, 0) + 1
 
     def _node_order(self, seen: Iterable[str]) -> list[str]:
         known = list(self.graph.flow_sequence) if self.graph is not None else []
@@ -201,7 +245,14 @@ class Analysis:
             "choices": [{"node": node, "choice": choice, "clicks": c, "users": self.choosers[(node, choice)]}
                         for (node, choice), c in sorted(self.clicks.items())],
             "heatmap": {"timezone": str(self.tz), "weekdays": list(WEEKDAYS), "interactions": self.heat},
+            **({"versions": [self._version_result(v) for v in self.versions]} if self.versions else {}),
         }
+
+    def _version_result(self, version: ScriptVersion) -> dict[str, Any]:
+        agg = self.by_version.get(version.number, Aggregate())
+        return {"version": version.number, "sha": version.sha, "loaded_at": iso_ms(version.loaded_at_ms),
+                "users": agg.target, "node_analytics": node_analytics(agg, version.graph),
+                "funnel_data": funnel(agg, version.graph)}
 
 
 def analysis_values(result: dict[str, Any] | None) -> dict[str, Any]:
@@ -227,4 +278,10 @@ def analysis_values(result: dict[str, Any] | None) -> dict[str, Any]:
         for hour, n in enumerate(hours):
             if n:
                 out[f"heatmap.{day}.{hour}"] = n
+    for v in result.get("versions", []):
+        out[f"versions.{v['version']}.users"] = v["users"]
+        for node, facts in v["node_analytics"].items():
+            out[f"versions.{v['version']}.{node}.reached_count"] = facts["reached_count"]
+            for choice, n in facts["choices"].items():
+                out[f"versions.{v['version']}.{node}.choices.{choice}"] = n
     return out

@@ -77,6 +77,10 @@ class KeySchema:
     def script(self, campaign: str) -> str:
         return self.campaign(campaign) + "script"
 
+    def script_versions(self, campaign: str) -> str:
+        """Hash of the scripts a campaign ran: `<loaded at, Unix ms>` -> sha, and `s:<sha>` -> script JSON."""
+        return self.campaign(campaign) + "versions"
+
     def users(self, campaign: str) -> str:
         return self.campaign(campaign) + "u"
 

@@ -66,6 +66,14 @@ def user_records(p: CountersCore, campaign: str, users: list[str]) -> Plan:
     return raw
 
 
+def script_versions(p: CountersCore, campaign: str) -> Plan:
+    """The scripts the campaign ran, oldest first: [(loaded at, Unix ms; sha; script JSON)]."""
+    (raw,) = yield from call(p.router, [Cmd(campaign, ("HGETALL", p.keys.script_versions(campaign)))])
+    fields = as_dict(raw)
+    return [(int(f), sha.decode(), fields.get(b"s:" + sha, b"").decode())
+            for f, sha in sorted(((f, v) for f, v in fields.items() if f.isdigit()), key=lambda x: int(x[0]))]
+
+
 def scan_user_records(p: CountersCore, campaign: str, cursor: int = 0, count: int = 1000) -> Plan:
     """One HSCAN page of the users hash: (next cursor, 0 when done; [(user, packed record)])."""
     ((nxt, flat),) = yield from call(p.router, [Cmd(campaign, ("HSCAN", p.keys.users(campaign), cursor,
@@ -168,14 +176,16 @@ def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
 
 def expire_campaign(p: CountersCore, campaign: str, jobs: list[str], ttl: int) -> Plan:
     """Give every key of a finished campaign a retention TTL."""
-    keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
+    keys = [*p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], []),
+            p.keys.script_versions(campaign)]
     yield from call(p.router, [Cmd(campaign, ("HSET", p.keys.meta(campaign), "expiring", ttl)),
                                *(Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys)])
 
 
 def keep_campaign(p: CountersCore, campaign: str, jobs: list[str]) -> Plan:
     """Take the retention TTL off a campaign that runs again (a status after its COMPLETED)."""
-    keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
+    keys = [*p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], []),
+            p.keys.script_versions(campaign)]
     yield from call(p.router, [*(Cmd(campaign, ("PERSIST", key)) for key in keys),
                                Cmd(campaign, ("HDEL", p.keys.meta(campaign), "expiring"))])
 

@@ -29,9 +29,10 @@ from ..counters import maintenance as m
 from ..errors import NotFound, RepairRefused, TenantMismatch
 from ..analysis import DEFAULT_WINDOW_S, analysis_values
 from ..persist import durable
-from ..persist.analysis import live_analyses
+from ..persist.analysis import campaign_versions, live_analyses
 from ..persist.snapshot import Lease, report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
+from ..script import FlowGraph
 from ..stores import ReportStore
 from . import guard, invariants
 from .history import HistorySource, Progress
@@ -267,7 +268,7 @@ def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: 
             graph = counters.run(counters.plan_graph(tenant, campaign))
         except NotFound:
             graph = None  # nothing live (or another tenant's): everything will show as drift
-        truths[campaign] = CampaignTruth(tenant, campaign, graph)
+        truths[campaign] = CampaignTruth(tenant, campaign, graph, campaign_versions(counters, campaign))
     for ev in history.events(tenant, set(campaigns), progress=read_progress):
         truths[ev.campaign].add(ev)
     return truths
@@ -306,12 +307,13 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
     days: set[str] = set(live.days)
     try:
         counters.run(m.drop_shadow(shadow, campaign, sorted(jobs), sorted(days)))
-        if graph is not None:
-            shadow.load_script(tenant, campaign, graph)
         count = 0
-        for chunk in _chunks(history.events(tenant, {campaign}), 50_000):
-            shadow.record_many(chunk)
-            count += len(chunk)
+        for script, start_ms, end_ms in _script_windows(counters, campaign, graph):
+            if script is not None:
+                shadow.run(shadow.plan_load_script(tenant, campaign, script, record_version=False))
+            for chunk in _chunks(history.events(tenant, {campaign}, start_ms, end_ms), 50_000):
+                shadow.record_many(chunk)
+                count += len(chunk)
         lease = Lease(counters, campaign)
         deadline = time.monotonic() + LEASE_WAIT_S
         while not lease.take():
@@ -345,6 +347,17 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
         counters.run(m.end_repair(counters, campaign))
         counters.run(m.drop_shadow(shadow, campaign, sorted(jobs), sorted(days)))
     return True
+
+
+def _script_windows(counters: Counters, campaign: str, graph: FlowGraph | None
+                    ) -> list[tuple[FlowGraph | None, int | None, int | None]]:
+    """(script, from, until) to replay a campaign's history with: each version over the events of its time
+    (as the recompute reads them), the current script over everything when no versions are known."""
+    versions = campaign_versions(counters, campaign)
+    if len(versions) < 2:
+        return [(graph, None, None)]
+    bounds = [None, *(v.loaded_at_ms for v in versions[1:]), None]
+    return [(v.graph, bounds[i], bounds[i + 1]) for i, v in enumerate(versions)]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-from ..analysis import DEFAULT_WINDOW_S, Analysis, Visit
+from ..analysis import DEFAULT_WINDOW_S, Analysis, ScriptVersion, Visit
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..counters.records import UserState, user_jobs
 from ..errors import NotFound, ValidationError
 from ..reports import iso_ms
+from ..script import parse_script
 from ..stores import ReportStore
 
 PAGE = 2000
@@ -62,6 +63,12 @@ def user_visits(counters: Counters, campaign: str,
             return
 
 
+def campaign_versions(counters: Counters, campaign: str) -> list[ScriptVersion]:
+    """The scripts the campaign ran, oldest first, numbered from 1 (none known: [])."""
+    loads = counters.run(m.script_versions(counters, campaign))
+    return [ScriptVersion(i, at, sha, parse_script(raw)) for i, (at, sha, raw) in enumerate(loads, start=1) if raw]
+
+
 def live_analyses(counters: Counters, tenant: str, campaign: str, jobs: list[str | None] | None = None, *,
                   now_ms: int | None = None, window_s: int = DEFAULT_WINDOW_S,
                   page: int = PAGE) -> list[dict[str, Any]]:
@@ -81,7 +88,8 @@ def live_analyses(counters: Counters, tenant: str, campaign: str, jobs: list[str
         if job is not None and job not in known:
             raise NotFound(f"job {job!r} of campaign {campaign!r} has no data")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    folds = {job: Analysis(graph, now_ms, window_s * 1000, tz) for job in scopes}
+    versions = campaign_versions(counters, campaign)
+    folds = {job: Analysis(graph, now_ms, window_s * 1000, tz, versions=versions) for job in scopes}
     for _, visits in user_visits(counters, campaign, page):
         for job, fold in folds.items():
             if job is None:
