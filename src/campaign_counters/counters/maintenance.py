@@ -13,7 +13,8 @@ from typing import Any
 
 from .core import CountersCore
 from .keys import CAMPAIGN_SCOPE
-from .records import REJECTION_NAMES, parse_names, parse_rejections, split_log, tail_events
+from .records import (OVERFLOW_FIELDS, REJECTION_NAMES, TOO_MANY_NODES_CODE, parse_names, parse_rejections,
+                      split_log, tail_events)
 from .transport import Batches, Cmd, LuaScript, Plan, RefreshTopology, as_dict, call
 
 SWAP = LuaScript.load("swap.lua")
@@ -461,6 +462,23 @@ def rejected_counts(p: CountersCore) -> Plan:
     by_field = {f.decode(): int(n) for f, n in as_dict(replies[-1]).items()}
     return {"by_campaign": dict(sorted(by_campaign.items())), "by_reason": dict(sorted(by_reason.items())),
             "by_field": dict(sorted(by_field.items()))}
+
+
+def caps_hit(p: CountersCore) -> Plan:
+    """Campaigns that hit a cap: [(campaign, tenant, cap, events)], cap one of max_choices (events counted
+    under a node's '(other)' choice), max_days (events left out of per-day counts), max_nodes (events refused)."""
+    owners = yield from registry(p)
+    campaigns = sorted(owners)
+    fields = list(OVERFLOW_FIELDS.values())
+    cmds = [Cmd(c, ("HMGET", p.keys.counters(c), *fields)) for c in campaigns]
+    cmds += [Cmd(c, ("HGET", p.keys.rejected(c), f"{c}\x1f{-TOO_MANY_NODES_CODE}")) for c in campaigns]
+    replies = yield from call(p.router, cmds)
+    out: list[tuple[str, str, str, int]] = []
+    for i, campaign in enumerate(campaigns):
+        counts = dict(zip(OVERFLOW_FIELDS, replies[i]))
+        counts["max_nodes"] = replies[len(campaigns) + i]
+        out += [(campaign, owners[campaign], cap, int(n)) for cap, n in counts.items() if n is not None and int(n)]
+    return out
 
 
 def _now_ms() -> int:

@@ -33,13 +33,18 @@ WIRE_WIDTH = 13  # values per event in record.lua's events argument
 TAIL_WIDTH = 11  # values per event in a repair tail entry
 FINGERPRINT_BYTES = 9  # 72 bits: see `fingerprint`
 
+MAX_NODES = 4096  # distinct nodes of a campaign without a script (record.lua's MAX_NODES)
+# Campaign counters record.lua adds to when a cap was hit: events counted under a node's '(other)'
+# choice (max_choices), events left out of per-day counts (max_days).
+OVERFLOW_FIELDS = {"max_choices": b"over:choices", "max_days": b"over:days"}
+
 # Codes record.lua returns per event.
 APPLIED_CODE, DUPLICATE_CODE = 1, 0
 FOREIGN_CODE, TOO_MANY_NODES_CODE, CLOSED_CODE, UNKNOWN_NODE_CODE = -1, -2, -3, -6
 NO_EPOCH_CODE, OTHER_EPOCH_CODE = -4, -5
 REJECTION_REASONS = {
     FOREIGN_CODE: ("campaign", "belongs to another tenant"),
-    TOO_MANY_NODES_CODE: ("target", "campaign has too many distinct nodes (limit 4096)"),
+    TOO_MANY_NODES_CODE: ("target", f"campaign has too many distinct nodes (limit {MAX_NODES})"),
     CLOSED_CODE: ("campaign", "is closed: it completed and its live data expired after the retention period "
                               "(its reports are in the store); load its script again to reopen it"),
     UNKNOWN_NODE_CODE: ("target", "is not a node of the campaign's script (nor is `node`, when given): "
