@@ -137,9 +137,14 @@ def single_ceilings(server: Server, n: int) -> dict[str, float]:
                           **extra})
         args = benchmark_args(ceiling_call(c, [ev]), [("USER", "u:__rand_int__")])
         out[name] = max(bench_cmd(server, args, n, clients) for clients in (1, 4))
-    out["baseline HINCRBY"] = bench_cmd(server, ["HINCRBY", "bench:h", "f:__rand_int__", 1], n * 2, 4, 1000)
+    out["baseline HINCRBY"] = hincrby_baseline(server, n * 2)
     c.close()
     return out
+
+
+def hincrby_baseline(server: Server, n: int) -> float:
+    """Requests/s of a trivial command, the baseline every machine can be compared by."""
+    return bench_cmd(server, ["HINCRBY", "bench:h", "f:__rand_int__", 1], n, 4, 1000)
 
 
 def batch_ceiling(server: Server, n: int) -> float:
@@ -213,13 +218,15 @@ def main() -> None:
             have_ceiling = redis_benchmark() is not None
             if not have_ceiling:
                 print("redis-benchmark not found: apt-get install -y redis-tools (for the ceiling)")
-            rounds = []
+            rounds, hincrby_ratios = [], []
             for i in range(args.rounds):
                 rate, mix = throughput(server, args.events)
                 batch = batch_ceiling(server, 200_000) if have_ceiling else float("nan")
+                hincrby = hincrby_baseline(server, 400_000) if have_ceiling else float("nan")
                 rounds.append((rate, batch))
+                hincrby_ratios.append(rate / hincrby)
                 print(f"round {i + 1}: record_many {rate:,.0f} events/s, batched ceiling {batch:,.0f} events/s "
-                      f"({rate / batch:.0%})", flush=True)
+                      f"({rate / batch:.0%}), HINCRBY {hincrby:,.0f}/s ({rate / hincrby:.1%})", flush=True)
             rate = statistics.median(r for r, _ in rounds)
             print(f"record_many, one process, TCP loopback, {sum(mix.values()):,} events {dict(mix)}: "
                   f"median {rate:,.0f} events/s (min {min(r for r, _ in rounds):,.0f}, "
@@ -236,8 +243,8 @@ def main() -> None:
                 print(f"record_many / batched ceiling = {statistics.median(r / b for r, b in rounds):.0%} (median of "
                       f"rounds)   record_many / one-event ceiling = {rate / mixed:.0%}   "
                       f"one-event ceiling / HINCRBY baseline = {mixed / ceil['baseline HINCRBY']:.1%}")
-                print(f"record_many / HINCRBY baseline (redis-benchmark -P 64, same run) = "
-                      f"{rate / ceil['baseline HINCRBY']:.1%} (goal >= 6.6%)")
+                print(f"record_many / HINCRBY baseline (redis-benchmark -P 64, measured in each round) = "
+                      f"{statistics.median(hincrby_ratios):.1%} (median of rounds; goal >= 6.6%)")
         if args.only in (None, "latency"):
             rows = []
             for name, samples in (("AsyncCounters.record", asyncio.run(async_latency(server.tcp_url, args.latency_calls))),
