@@ -1,6 +1,6 @@
 """Million-user campaigns: Redis bytes per user, journey and report latency, change-log bytes per event.
 
-    python bench/bench_scale.py                      # 1K, 100K and 1M users: ~15 minutes, ~3 GB of RAM
+    python bench/bench_scale.py                      # 1K, 100K and 1M users: ~15 minutes, ~1 GB of RAM for Redis
     python bench/bench_scale.py --sizes 1000,100000  # a quick run
     python bench/bench_scale.py --only log
 
