@@ -290,6 +290,7 @@ def test_title_length_on_every_event_type(counters, etype):
     if etype == "interaction":
         assert res.rejected == 2 and [(r.field, r.code) for r in res.rejections] == [("title", None)] * 2
         assert counters.report(T, C)["total_interactions"] == 1
+        assert health(counters, None, None)["rejected_events"]["by_field"] == {"title": 2}
     else:  # not read, not stored, not spooled
         assert (res.accepted, res.rejected) == (2, 0)
 
