@@ -119,14 +119,15 @@ def test_ids_survive_a_redis_restart_with_aof():
         server.stop()
 
 
-def _record_in_second(c: Counters, event: dict, second: int, into: float = 0.05) -> str:
-    """Record `into` seconds into clock second `second` (the call stamps the client's clock), checked."""
+def _record_in_second(c: Counters, event: dict, second: int, into: float = 0.05) -> tuple[str, bool]:
+    """Record `into` seconds into clock second `second`; (outcome, whether the call stayed in that second).
+
+    The call stamps the client's clock when it is built, between the two readings.
+    """
     time.sleep(max(0.0, second + into - time.time()))
     before = time.time()
     outcome = c.record(event)
-    after = time.time()
-    assert math.floor(before) == math.floor(after) == second, "the call crossed a second: machine too slow"
-    return outcome
+    return outcome, math.floor(before) == math.floor(time.time()) == second
 
 
 def test_an_id_is_remembered_id_ttl_seconds_then_applies_again(redis_url):
@@ -137,16 +138,23 @@ def test_an_id_is_remembered_id_ttl_seconds_then_applies_again(redis_url):
     with Counters(redis_url, settings=Settings(id_ttl=2)) as c:
         c.load_script(T, C, OFFER_SCRIPT)
         c.record(ev("sent", "u1", 1, id="s1"))
-        click = ev("interaction", "u1", 2, target="ask", choice="go", id="click-1")
-        s = math.floor(time.time()) + 1
-        assert _record_in_second(c, click, s, into=0.7) == "applied"
+        for attempt in range(5):  # a loaded machine may take the call past its second: a new id, a new try
+            click = ev("interaction", "u1", 2, target="ask", choice="go", id=f"click-{attempt}")
+            s = math.floor(time.time()) + 1
+            outcome, in_time = _record_in_second(c, click, s, into=0.6)
+            assert outcome == "applied"
+            if in_time:
+                break
+        else:
+            pytest.fail("no call stayed within its second in 5 tries: machine too slow")
+        clicks = attempt + 1
         assert c.record(click) == "duplicate"
-        assert _record_in_second(c, click, s + 1) == "duplicate"
-        assert _record_in_second(c, click, s + 2) == "duplicate"
-        assert c.report(T, C)["total_interactions"] == 1
-        assert _record_in_second(c, click, s + 3) == "applied"  # forgotten: counted a second time
+        for later in (1, 2):
+            assert _record_in_second(c, click, s + later) == ("duplicate", True)
+        assert c.report(T, C)["total_interactions"] == clicks
+        assert _record_in_second(c, click, s + 3) == ("applied", True)  # forgotten: counted a second time
         assert c.record(click) == "duplicate"  # and remembered again from now
-        assert c.report(T, C)["total_interactions"] == 2
+        assert c.report(T, C)["total_interactions"] == clicks + 1
         assert c.record(ev("sent", "u1", 1, id="s1")) == "applied"  # the first sent's id expired too
         assert c.report(T, C)["sent_users_count"] == 1  # a user is still counted once
 
