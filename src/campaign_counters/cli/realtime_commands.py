@@ -153,10 +153,10 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
 def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_store: bool, fmt: str) -> None:
     """Print one user's journey through a job: steps, completion, exit node.
 
-    Live, the summary comes from Redis and the path from the steps already
-    persisted plus the journal's unpersisted tail. With the report store
-    unreachable it is served from Redis alone, saying so on stderr: the
-    steps that snapshots already moved to the store are then missing.
+    Live, the whole journey comes from the user's record in Redis (one
+    read, whatever the campaign's size); when Redis no longer holds the user
+    (the campaign's keys expired after it closed), from the last snapshot in
+    the report store. `--from-store` reads the snapshot only.
     """
     from ..persist.views import live_journey, stored_journey
 
