@@ -161,3 +161,25 @@ def test_a_dashboard_series_gets_no_entry_when_the_figures_did_not_change():
         ("XTRIM", "s1", "MINID", 90_000_000 - 86_400_000),
         ("XADD", "s2", "MAXLEN", 5, "*", "n", "2"), ("XTRIM", "s2", "MINID", 90_000_000 - 86_400_000)]})
     assert finish(plan, {None: [0, b"2-0", 0]}) == ["s2"]
+
+
+def test_a_report_reads_its_counters_in_one_transaction_and_again_when_it_aborted():
+    """Job counters and campaign corrections are read together (MULTI/EXEC); an aborted EXEC (a slot
+    moved while queuing) is tried again after the routes were refreshed."""
+    from redis.exceptions import ExecAbortError
+
+    from campaign_counters.counters.core import CountersCore
+
+    core = CountersCore(cluster=False)
+    k = core.keys
+    plan = core.plan_report("t", "c", "j")
+    assert next(plan) == Batches({None: [("HGETALL", k.meta("c"))]})
+    meta = [b"tenant", b"t", b"j:j", b"1"]
+    tx = [("MULTI",), ("HGETALL", k.meta("c")), ("HGETALL", k.counters("c")), ("HGETALL", k.names("c")),
+          ("HGETALL", k.counters("c", "j")), ("EXEC",)]
+    assert plan.send({None: [meta]}) == Batches({None: tx})
+    queued = [b"OK"] + [b"QUEUED"] * 4
+    assert plan.send({None: [*queued, ExecAbortError("EXECABORT")]}) == Batches({None: tx})
+    counters = [b"target", b"2", b"sent", b"1"]
+    report = finish(plan, {None: [*queued, [meta, [], [], counters]]})
+    assert (report["job"], report["target_users_count"], report["sent_users_count"]) == ("j", 2, 1)

@@ -521,9 +521,17 @@ class CountersCore:
         k = self.keys
         reads = [("HGETALL", k.meta(campaign)), ("HGETALL", k.counters(campaign)), ("HGETALL", k.names(campaign)),
                  *(("HGETALL", k.counters(campaign, j)) for j in jobs)]
-        replies = yield from call(self.router, [Cmd(campaign, ("MULTI",)), *(Cmd(campaign, r) for r in reads),
-                                                Cmd(campaign, ("EXEC",))])
+        cmds = [Cmd(campaign, ("MULTI",)), *(Cmd(campaign, r) for r in reads), Cmd(campaign, ("EXEC",))]
+        for _ in range(3):  # a slot that moved aborts the transaction; `execute` has refreshed the routes
+            replies = yield from execute(self.router, cmds)
+            if not isinstance(replies[-1], Exception):
+                break
+        else:
+            raise replies[-1]
         meta, camp, names, *job_raws = replies[-1]
+        for reply in (meta, camp, names, *job_raws):
+            if isinstance(reply, Exception):
+                raise reply
         return as_dict(meta), camp, names, job_raws
 
     def plan_journey(self, tenant: str, campaign: str, job: str, user: str) -> Plan:
