@@ -169,14 +169,40 @@ async def test_fire_spools_beyond_max_in_flight_and_sends_it_later(redis_url, tm
     c.max_in_flight = 10
     for i in range(25):
         c.fire(ev("sent", f"u{i}", 1))
-    assert c.stats["spooled"] == 15  # kept on disk, not dropped
     assert await c.drain(timeout=10)
+    assert c.stats["spooled"] == 15  # 10 queued for the sender; the rest kept on disk, not dropped
     for _ in range(200):  # the sender replays the spool once Redis took a batch
         if (await c.report(T, C))["sent_users_count"] == 25:
             break
         await asyncio.sleep(0.05)
     assert (await c.report(T, C))["sent_users_count"] == 25 and c.spool.status().events == 0
     await c.close()
+
+
+def test_fire_beyond_the_bound_does_not_wait_for_the_disk(redis_url, tmp_path):
+    """Events fired beyond max_in_flight are spooled by the client's spill thread, a batch per write:
+    the caller returns even while the spool cannot be written (here another writer holds it)."""
+    c = Counters(redis_url, settings=Settings(timeout=5.0, send_timeout=5.0, fire_window=1.0), spool=str(tmp_path))
+    c.max_in_flight = 10
+    returned = threading.Event()
+
+    def chat_handler():
+        for i in range(20):
+            c.fire(ev("sent", f"u{i}", 1))
+        returned.set()
+
+    with c.spool._lock:  # the spool's disk is busy
+        threading.Thread(target=chat_handler, daemon=True).start()
+        assert returned.wait(timeout=10)  # 10 queued for the sender, 10 waiting for the spill thread
+        assert c.stats["spooled"] == 0
+    assert c.flush(timeout=10)
+    assert c.stats["spooled"] == 10
+    for _ in range(200):  # the sender replays the spool once it has caught up
+        if c.report(T, C)["sent_users_count"] == 20:
+            break
+        time.sleep(0.05)
+    assert c.report(T, C)["sent_users_count"] == 20 and c.spool.status().events == 0
+    c.close()
 
 
 async def test_a_burst_of_concurrent_calls_waits_for_connections(redis_url):

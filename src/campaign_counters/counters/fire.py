@@ -12,9 +12,15 @@ previous batch was on its way) and sends it with `record_many`: up to
 grow and a call's fixed cost in Redis is shared. What cannot be delivered
 (unsent, unknown outcome, or fired while `max_in_flight` events already
 wait) goes to the local spool; the spool is replayed when Redis takes a
-batch again. `close(timeout)` returns within `timeout`: whatever is still
-queued or on its way then is spooled (a copy of an event that does arrive
-is a harmless duplicate).
+batch again and the sender has caught up with what is fired (replaying
+during an overload would only deepen it). The caller never writes the
+spool itself: events fired beyond the bound wait (up to `max_in_flight`
+more) for a spill thread that appends them in batches, one fsync per
+batch; only when that is full too does `fire` write to the spool in the
+caller's thread (never dropping).
+`close(timeout)` returns within `timeout`: whatever is still queued or on
+its way then is spooled (a copy of an event that does arrive is a harmless
+duplicate).
 """
 
 from __future__ import annotations
@@ -61,9 +67,14 @@ class Firer:
         self._count_invalid = count_invalid
         self._queue: deque[Event] = deque()
         self._sending: list[Event] = []
-        self._cond = threading.Condition()
+        self._overflow: list[Event] = []  # fired beyond max_in_flight, for the spill thread to spool
+        self._spilling: list[Event] = []  # taken by the spill thread, being written
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the sender's: the queue changed
+        self._overflowed = threading.Condition(lock)  # the spill thread's: the overflow changed
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._spiller: threading.Thread | None = None
         self._swept = False  # the spool directory was replayed once (files of dead processes)
         self._status_at = 0.0
         self._client_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -80,21 +91,51 @@ class Firer:
             return
         with self._cond:
             self.stats["fired"] += 1
-            if self.client is None or self._closing or len(self._queue) + len(self._sending) >= self.max_in_flight:
+            if self.client is None or self._closing:
                 spill = True
-            else:
+            elif len(self._queue) + len(self._sending) < self.max_in_flight:
                 spill = False
                 self._queue.append(ev)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="campaign-counters-fire", daemon=True)
                     self._thread.start()
                 self._cond.notify()
+            elif len(self._overflow) + len(self._spilling) < self.max_in_flight:
+                spill = False
+                self._overflow.append(ev)
+                if self._spiller is None:
+                    self._spiller = threading.Thread(target=self._spill_run, name="campaign-counters-spill",
+                                                     daemon=True)
+                    self._spiller.start()
+                self._overflowed.notify()
+            else:
+                spill = True  # both bounds reached: the caller writes it (kept, never dropped)
         if spill:
             self._spill([ev])
 
     def _spill(self, events: list[Event]) -> None:
-        kept = self.spool.append(events)
-        self.stats["spooled"] += kept
+        try:
+            kept = self.spool.append(events)
+        except OSError as exc:  # fire never raises: the spool's disk failed, counted as its overflow
+            log.error("fire: %d event(s) lost, the spool could not be written (%s): ids %s", len(events),
+                      type(exc).__name__, [ev.id for ev in events])
+            self.spool.overflowed += len(events)
+            kept = 0
+        with self._cond:
+            self.stats["spooled"] += kept
+
+    def _spill_run(self) -> None:
+        """The spill thread: spool what was fired beyond `max_in_flight`, a batch per write."""
+        while True:
+            with self._overflowed:
+                while not self._overflow and not self._closing:
+                    self._overflowed.wait()
+                if not self._overflow:
+                    return
+                self._spilling, self._overflow = self._overflow, []
+            self._spill(self._spilling)
+            with self._overflowed:
+                self._spilling = []
 
     def _take(self) -> list[Event] | None:
         """The next batch: what was fired within the window (None: closing and nothing left)."""
@@ -134,9 +175,15 @@ class Firer:
                     delivered = False
                 with self._cond:
                     self._sending = []
-            if delivered:
+            if delivered and self._caught_up():
                 self._replay()
             self._report()
+
+    def _caught_up(self) -> bool:
+        """Whether the sender keeps up with what is fired (less than a script call's worth waits, nothing
+        overflowed): only then is the spool replayed, so an overload is not made worse by its own replays."""
+        with self._cond:
+            return len(self._queue) < self.client.settings.script_batch and not self._overflow
 
     def _answers(self) -> bool:
         """Whether Redis answers a PING now (checked when idle, before replaying the spool)."""
@@ -178,9 +225,9 @@ class Firer:
             pass
 
     def waiting(self) -> int:
-        """Events queued or being sent."""
+        """Events queued, being sent, or waiting to be spooled."""
         with self._cond:
-            return len(self._queue) + len(self._sending)
+            return len(self._queue) + len(self._sending) + len(self._overflow) + len(self._spilling)
 
     def flush(self, timeout: float) -> bool:
         """Wait until what was fired has been sent or spooled; False when `timeout` ran out first."""
@@ -190,6 +237,7 @@ class Firer:
                 return False
             with self._cond:
                 self._cond.notify()
+                self._overflowed.notify()
             time.sleep(0.001)
         return True
 
@@ -199,12 +247,14 @@ class Firer:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            self._overflowed.notify_all()
+        for thread in (self._thread, self._spiller):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
-            rest = list(self._sending) + list(self._queue)
+            rest = list(self._sending) + list(self._queue) + self._overflow
             self._queue.clear()
+            self._overflow = []
         if rest:
             self._spill(rest)
         self.spool.close()
