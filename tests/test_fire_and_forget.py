@@ -205,6 +205,61 @@ def test_fire_beyond_the_bound_does_not_wait_for_the_disk(redis_url, tmp_path):
     c.close()
 
 
+def test_a_replay_never_takes_the_file_a_writer_is_opening(tmp_path):
+    """Writers start new files while another spool replays the directory (as 8 chat processes do
+    under overload): no event is left behind in a file the replay deleted."""
+    from campaign_counters.counters.spool import Spool
+
+    writer, reader = Spool(tmp_path, fsync=False), Spool(tmp_path, fsync=False)
+    written, seen = [], set()
+    finished = threading.Event()
+
+    def write():
+        for i in range(3000):
+            writer.append([ev("sent", f"u{i}", 1, id=f"e{i}")])
+            written.append(f"e{i}")
+            if i % 3 == 0:
+                writer.close()  # the next append starts a new file
+        finished.set()
+
+    def send(events):
+        seen.update(e["id"] for e in events)
+        return ["applied"] * len(events)
+
+    t = threading.Thread(target=write)
+    t.start()
+    while not finished.is_set():
+        reader.replay(send)
+    t.join()
+    writer.close()
+    reader.replay(send)
+    assert set(written) - seen == set()
+
+
+def test_a_replay_cut_short_keeps_what_is_left_even_in_a_full_spool(tmp_path):
+    """Redis stops answering midway through a replay: what was not delivered stays on disk, whole,
+    though the spool is at its cap; a replay that delivers nothing leaves the file as it was."""
+    from campaign_counters.counters.spool import REPLAY_CHUNK, Spool
+
+    n = REPLAY_CHUNK + 100
+    Spool(tmp_path, fsync=False).append([ev("sent", f"u{i}", 1, id=f"e{i}") for i in range(n)])
+    full = Spool(tmp_path, fsync=False, max_bytes=Spool(tmp_path).size())
+    files = sorted(tmp_path.iterdir())
+    assert full.replay(lambda evs: ["unknown"] * len(evs)) == {"unknown": REPLAY_CHUNK}
+    assert sorted(tmp_path.iterdir()) == files and full.status().events == n
+    sent = []
+
+    def first_chunk_only(evs):
+        outcome = "applied" if not sent else "unknown"
+        sent.append(len(evs))
+        return [outcome] * len(evs)
+
+    assert full.replay(first_chunk_only) == {"applied": REPLAY_CHUNK, "unknown": 100}
+    assert full.status().events == 100 and full.overflowed == 0
+    assert full.replay(lambda evs: ["applied"] * len(evs)) == {"applied": 100}
+    assert full.status().events == 0
+
+
 async def test_a_burst_of_concurrent_calls_waits_for_connections(redis_url):
     import asyncio
 
