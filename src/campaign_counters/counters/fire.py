@@ -253,6 +253,8 @@ class Firer:
                 thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
             rest = list(self._sending) + list(self._queue) + self._overflow
+            if self._spiller is not None and self._spiller.is_alive():
+                rest += self._spilling  # its write may not finish before the process ends (a copy is harmless)
             self._queue.clear()
             self._overflow = []
         if rest:
