@@ -97,7 +97,8 @@ class Sent:
     ended: float = 0.0  # after the last call returned (fire: after flush, i.e. delivered or spooled)
     cpu: float = 0.0  # the process's CPU seconds in the window, every thread
     latencies: array.array = field(default_factory=lambda: array.array("d"))
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)  # the client's, at the window's end
+    final: dict[str, int] = field(default_factory=dict)  # after close (senders may replay their spool meanwhile)
     errors: int = 0
 
 
@@ -149,8 +150,10 @@ def send(mode: str, url: str, campaign: str, k: int, n: int, seconds: float, rat
     done.ended = time.time()
     done.cpu = cpu_seconds() - cpu0
     done.offered = i
-    c.close(timeout=10)
     done.stats = dict(c.stats)
+    barrier.wait()  # the window ends when every process is done: the server's figures are read then
+    c.close(timeout=10)
+    done.final = dict(c.stats)
     results.put((k, done))
 
 
@@ -202,20 +205,31 @@ def run_mode(server: Server, mode: Mode, args: argparse.Namespace, workdir: str)
     r.config_resetstat()
     barrier.wait(timeout=300)
     cpu0, busy0 = redis_cpu(r), machine_busy()
-    got = dict(results.get(timeout=300) for _ in procs)
+    barrier.wait(timeout=600)
     cpu1, busy1 = redis_cpu(r), machine_busy()
+    calls = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    got = dict(results.get(timeout=300) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    calls = r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
     sent = [got[k] for k in range(args.processes)]
     wall = max(s.ended for s in sent) - min(s.started for s in sent)
-    stat = collections.Counter()
+    stat, final = collections.Counter(), collections.Counter()
     for s in sent:
         stat.update(s.stats)
+        final.update(s.final)
     spilled = stat["spooled"]
     delivered = stat["applied"] + stat["duplicates"]  # within the window (replays by the senders included)
+    on_close = final["applied"] + final["duplicates"] - delivered  # replayed by senders while closing
     # Whatever is still spooled is sent now; then nothing offered may be missing or counted twice.
-    replayed = Counters(server.tcp_url).spool_replay(Spool(spool_dir)) if os.path.isdir(spool_dir) else {}
+    replayed: collections.Counter = collections.Counter()
+    spool = Spool(spool_dir)
+    for _ in range(5):
+        if not spool.status().events:
+            break
+        replayer = Counters(server.tcp_url)
+        replayed.update(replayer.spool_replay(spool))
+        replayer.close()
+    left = spool.status().events
     offered = [ev for k, s in enumerate(sent) for ev in stream(campaign, k, s.offered)]
     want = expected(offered)
     check = Counters(server.tcp_url)
@@ -234,7 +248,8 @@ def run_mode(server: Server, mode: Mode, args: argparse.Namespace, workdir: str)
         "p50 ms": percentiles(lat)["p50"], "p99 ms": percentiles(lat)["p99"], "max ms": max(lat),
         "spilled": spilled, "lost": want["ids"] - remembered, "report exact": exact,
         "events/call": delivered / calls if calls else 0.0, "errors": sum(s.errors for s in sent),
-        "replayed after": sum(replayed.values()), "wall s": wall, "stats": dict(stat),
+        "replayed after": dict(replayed), "on close": on_close, "left in spool": left, "wall s": wall,
+        "stats": dict(stat),
     }
 
 
@@ -243,8 +258,9 @@ def run_mode(server: Server, mode: Mode, args: argparse.Namespace, workdir: str)
 NUL_FREE_TS = 0x01010101  # ms: its msgpack bytes are all non-zero; what the script does is the same for any ts
 
 
-def benchmark(server: Server, args: list[bytes | str], n: int, keyspace: int) -> float:
-    """Requests/s of `redis-benchmark -P 1 -c 50` running one command; fails if any call failed."""
+def benchmark(server: Server, args: list[bytes | str], n: int, keyspace: int) -> tuple[float, float]:
+    """Requests/s of `redis-benchmark -P 1 -c 50` running one command, and the microseconds Redis
+    spent per call (INFO commandstats); fails if any call failed."""
     r = server.client()
     r.config_resetstat()
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-P", "1", "-c", "50", "-n", str(n),
@@ -258,7 +274,8 @@ def benchmark(server: Server, args: list[bytes | str], n: int, keyspace: int) ->
         raise RuntimeError(f"{failed} benchmarked calls failed, {ran} of {n} ran: the figure would be meaningless")
     # The CSV's test name is the command itself, binary argument and all: read the numbers from the end.
     header, _, rest = out.partition(b"\n")
-    return float(re.findall(rb'"([0-9.]+)"', rest)[-header.count(b",")])
+    rps = float(re.findall(rb'"([0-9.]+)"', rest)[-header.count(b",")])
+    return rps, float(stats[f"cmdstat_{name.lower()}"]["usec_per_call"])
 
 
 def single_event_args(c: Counters, campaign: str, extra: dict[str, Any]) -> list[bytes]:
@@ -342,12 +359,16 @@ def ceilings(server: Server, n: int, mix: collections.Counter, before: str, work
     if before:
         calls[before] = args_before(server, before, workdir)
     hincrby = ["HINCRBY", "bench:h", "f:__rand_int__", "1"]
-    out: dict[str, dict] = {"HINCRBY": {"first": benchmark(server, hincrby, 4 * n, 1000)}}
+    first = benchmark(server, hincrby, 4 * n, 1000)
+    out: dict[str, dict] = {}
     for version, by_type in calls.items():
-        rates = {name: benchmark(server, args, n, 100_000_000) for name, args in by_type.items()}
-        out[version] = dict(rates, mix=weighted(rates, mix))
-    out["HINCRBY"]["last"] = benchmark(server, hincrby, 4 * n, 1000)
-    out["HINCRBY"]["mean"] = (out["HINCRBY"]["first"] + out["HINCRBY"]["last"]) / 2
+        ran = {name: benchmark(server, args, n, 100_000_000) for name, args in by_type.items()}
+        rates = {name: rps for name, (rps, _) in ran.items()}
+        out[version] = dict(rates, mix=weighted(rates, mix), us={name: us for name, (_, us) in ran.items()})
+        out[version]["us"]["mix"] = sum(mix[t] * out[version]["us"][t] for t in mix) / sum(mix.values())
+    last = benchmark(server, hincrby, 4 * n, 1000)
+    out["HINCRBY"] = {"first": first[0], "last": last[0], "mean": (first[0] + last[0]) / 2,
+                      "us": {"mix": (first[1] + last[1]) / 2}}
     return out
 
 
@@ -364,12 +385,13 @@ def main() -> None:
     ap.add_argument("--before", default="b0d3f43", help="commit whose record.lua is measured beside today's "
                     "('' to skip)")
     ap.add_argument("--only", choices=["modes", "ceiling"])
+    ap.add_argument("--modes", default="record,paced,unthrottled", help="which modes to run (comma-separated)")
     args = ap.parse_args()
     if redis_benchmark() is None:
         sys.exit("redis-benchmark not found: apt-get install -y redis-tools")
-    modes = [Mode("record", "record", 0.0),
-             Mode(f"fire, {args.rate:,.0f}/s each", "fire", args.rate),
-             Mode("fire, unthrottled", "fire", 0.0)]
+    modes = [m for key, m in (("record", Mode("record", "record", 0.0)),
+                              ("paced", Mode(f"fire, {args.rate:,.0f}/s each", "fire", args.rate)),
+                              ("unthrottled", Mode("fire, unthrottled", "fire", 0.0))) if key in args.modes.split(",")]
     workdir = tempfile.mkdtemp(prefix="cc-bench-chat-")
     rows = []
     try:
@@ -398,24 +420,26 @@ def main() -> None:
         for r in rows:
             extra = f" ({r['errors']} calls raised)" if r["errors"] else ""
             print(f"  {r['mode']}: {r['offered']:,} events in {r['wall s']:.1f} s, p50 {r['p50 ms']:.3f} ms, "
-                  f"max {r['max ms']:.1f} ms, {r['replayed after']:,} replayed from the spool after the "
-                  f"window{extra}")
+                  f"max {r['max ms']:.1f} ms; after the window: {r['on close']:,} delivered by the senders while "
+                  f"closing, then the spool replayed: {r['replayed after']}, "
+                  f"left there: {r['left in spool']}{extra}")
     if args.only in (None, "ceiling"):
         h = ceil["HINCRBY"]
         base = h["mean"]
-        rows = [(f"HINCRBY (baseline: {h['first']:,.0f} first, {h['last']:,.0f} last)", f"{base:,.0f}", "100%", "")]
+        rows = [(f"HINCRBY (baseline: {h['first']:,.0f} first, {h['last']:,.0f} last)", f"{base:,.0f}", "100%",
+                 f"{h['us']['mix']:.2f}")]
         for version in [v for v in ceil if v != "HINCRBY"]:
             label = "today" if version == "now" else f"at {version}"
-            rates = ceil[version]
-            rows += [(f"record.lua {label}, one {t} event per call", f"{rates[t]:,.0f}", f"{rates[t] / base:.1%}", "")
-                     for t in ("targeted", "sent", "interaction")]
-            gain = f"{rates['mix'] / ceil['now']['mix']:.2f}x" if version != "now" else ""
+            rates, us = ceil[version], ceil[version]["us"]
+            rows += [(f"record.lua {label}, one {t} event per call", f"{rates[t]:,.0f}", f"{rates[t] / base:.1%}",
+                      f"{us[t]:.1f}") for t in ("targeted", "sent", "interaction")]
             rows.append((f"record.lua {label}, one event per call, weighted by the mix", f"{rates['mix']:,.0f}",
-                         f"{rates['mix'] / base:.1%}", gain))
+                         f"{rates['mix'] / base:.1%}", f"{us['mix']:.1f}"))
         if args.before:
-            ratio = ceil["now"]["mix"] / ceil[args.before]["mix"]
-            rows.append((f"today / {args.before} (single-event ceiling, same run)", f"{ratio:.2f}x", "", ""))
-        print(table(rows, ("redis-benchmark -P 1 -c 50", "requests/s", "vs HINCRBY", "")))
+            now, old = ceil["now"], ceil[args.before]
+            rows.append((f"today / {args.before}, same run (weighted by the mix)", f"{now['mix'] / old['mix']:.2f}x",
+                         "", f"{old['us']['mix'] / now['us']['mix']:.2f}x less"))
+        print(table(rows, ("redis-benchmark -P 1 -c 50", "requests/s", "vs HINCRBY", "Redis us/call")))
 
 if __name__ == "__main__":
     main()
