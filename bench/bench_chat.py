@@ -393,6 +393,7 @@ def main() -> None:
                               ("paced", Mode(f"fire, {args.rate:,.0f}/s each", "fire", args.rate)),
                               ("unthrottled", Mode("fire, unthrottled", "fire", 0.0))) if key in args.modes.split(",")]
     workdir = tempfile.mkdtemp(prefix="cc-bench-chat-")
+    load = os.getloadavg()  # other work on the machine shows here: the figures share its cores
     rows = []
     try:
         with Server("--maxmemory-policy", "noeviction") as server:
@@ -407,8 +408,8 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     shares = ", ".join(f"{t} {mix[t] / sum(mix.values()):.0%}" for t in ("targeted", "sent", "interaction"))
-    print(f"{args.processes} processes, TCP loopback, {os.cpu_count()} cores; events: {shares}, every one with "
-          f"an id, ~5% re-sent")
+    print(f"{args.processes} processes, TCP loopback, {os.cpu_count()} cores (load average {load[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after); events: {shares}, every one with an id, ~5% re-sent")
     if rows:
         print(table([(
             r["mode"], f"{r['offered/s']:,.0f}", f"{r['delivered/s']:,.0f}", f"{r['redis cpu/event us']:.1f}",
