@@ -37,6 +37,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import redis
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -308,9 +310,9 @@ def single_event_args(c: Counters, campaign: str, extra: dict[str, Any]) -> list
     return out
 
 
-def check_applies(server: Server, args: list[bytes]) -> None:
+def check_applies(port: int, args: list[bytes]) -> None:
     """The benchmarked call, run once by hand, applies its event (code 1)."""
-    r = server.client()
+    r = redis.Redis(port=port)
     r.script_load(RECORD.source)
     filled = [a.replace(b"__rand_int__", b"000000000001") for a in args]
     reply = r.execute_command(*filled)
@@ -322,20 +324,43 @@ SAMPLES = {"targeted": {"type": "targeted"}, "sent": {"type": "sent"},
            "interaction": {"type": "interaction", "target": "q_budget", "choice": "yes"}}
 
 
-def args_before(server: Server, rev: str, workdir: str) -> dict[str, list[bytes]]:
-    """The single-event calls of record.lua as it was at `rev` (see ceiling_before.py), loaded into the server."""
+def tree_at(rev: str, workdir: str) -> str:
+    """The package's `src` as it was at commit `rev`, extracted under workdir (made once)."""
     here = os.path.dirname(os.path.abspath(__file__))
-    old = os.path.join(workdir, "before")
-    os.makedirs(old)
-    top = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], capture_output=True, check=True,
-                         text=True).stdout.strip()
-    tree = subprocess.run(["git", "-C", top, "archive", rev, "src"], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", old], input=tree, check=True)
-    out = subprocess.run([sys.executable, os.path.join(here, "ceiling_before.py"), str(server.port), "chat-before"],
-                         env=dict(os.environ, PYTHONPATH=os.path.join(old, "src")), capture_output=True, text=True)
+    old = os.path.join(workdir, f"src-{rev}")
+    if not os.path.isdir(old):
+        os.makedirs(old)
+        top = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], capture_output=True, check=True,
+                             text=True).stdout.strip()
+        tree = subprocess.run(["git", "-C", top, "archive", rev, "src"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=tree, check=True)
+    return os.path.join(old, "src")
+
+
+def args_before(port: int, src: str) -> dict[str, list[bytes]]:
+    """The single-event calls of record.lua as it was in `src` (see ceiling_before.py), loaded into the server."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, os.path.join(here, "ceiling_before.py"), str(port), "chat-before"],
+                         env=dict(os.environ, PYTHONPATH=src), capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"ceiling_before.py failed: {out.stderr.strip()[-500:]}")
     return {name: [bytes.fromhex(a) for a in args] for name, args in json.loads(out.stdout).items()}
+
+
+def prepare(port: int, before: str, workdir: str) -> dict[str, dict[str, list[bytes]]]:
+    """Each version's single-event calls, per event type, ready to run on the server at `port`."""
+    c = Counters(f"redis://127.0.0.1:{port}/0")
+    campaign = "chat-ceiling"
+    c.load_script(TENANT, campaign, SCRIPT)
+    c.initialize()
+    c.run(c.plan_timezone(TENANT))
+    calls = {"now": {name: single_event_args(c, campaign, extra) for name, extra in SAMPLES.items()}}
+    c.close()
+    for args in calls["now"].values():
+        check_applies(port, args)
+    if before:
+        calls[before] = args_before(port, tree_at(before, workdir))
+    return calls
 
 
 def weighted(rates: dict[str, float], mix: collections.Counter) -> float:
@@ -343,33 +368,75 @@ def weighted(rates: dict[str, float], mix: collections.Counter) -> float:
     return sum(mix.values()) / sum(mix[t] / rates[t] for t in mix)
 
 
-def ceilings(server: Server, n: int, mix: collections.Counter, before: str, workdir: str) -> dict[str, dict]:
-    """Requests/s of HINCRBY (before and after the rest) and of record.lua with one event per call,
-    per type and weighted by the mix: today's and, when `before` names a commit, that commit's."""
-    c = Counters(server.tcp_url)
-    campaign = "chat-ceiling"
-    c.load_script(TENANT, campaign, SCRIPT)
-    c.initialize()
-    c.run(c.plan_timezone(TENANT))
-    calls = {"now": {}}
-    for name, extra in SAMPLES.items():
-        calls["now"][name] = single_event_args(c, campaign, extra)
-        check_applies(server, calls["now"][name])
-    c.close()
-    if before:
-        calls[before] = args_before(server, before, workdir)
+def ceilings(server: Server, n: int, rounds: int, mix: collections.Counter, before: str,
+             workdir: str) -> dict[str, Any]:
+    """Requests/s and Redis us/call of HINCRBY and of record.lua with one event per call, per type and
+    weighted by the mix: today's and, when `before` names a commit, that commit's.
+
+    In `rounds` rounds, each a HINCRBY run then every type with the versions
+    in turn (their order alternating), so that a change in the machine's
+    load weighs on both versions alike; figures are medians over rounds,
+    ratios the medians of each round's own ratio.
+    """
+    calls = prepare(server.port, before, workdir)
     hincrby = ["HINCRBY", "bench:h", "f:__rand_int__", "1"]
-    first = benchmark(server, hincrby, 4 * n, 1000)
-    out: dict[str, dict] = {}
-    for version, by_type in calls.items():
-        ran = {name: benchmark(server, args, n, 100_000_000) for name, args in by_type.items()}
-        rates = {name: rps for name, (rps, _) in ran.items()}
-        out[version] = dict(rates, mix=weighted(rates, mix), us={name: us for name, (_, us) in ran.items()})
-        out[version]["us"]["mix"] = sum(mix[t] * out[version]["us"][t] for t in mix) / sum(mix.values())
-    last = benchmark(server, hincrby, 4 * n, 1000)
-    out["HINCRBY"] = {"first": first[0], "last": last[0], "mean": (first[0] + last[0]) / 2,
-                      "us": {"mix": (first[1] + last[1]) / 2}}
+    runs: list[dict[str, dict[str, tuple[float, float]]]] = []
+    for r in range(rounds):
+        got: dict[str, dict[str, tuple[float, float]]] = {"HINCRBY": {"mix": benchmark(server, hincrby, 4 * n, 1000)}}
+        for name in SAMPLES:
+            for version in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+                got.setdefault(version, {})[name] = benchmark(server, calls[version][name], n, 100_000_000)
+        for version in calls:
+            rates = {t: got[version][t][0] for t in SAMPLES}
+            us = sum(mix[t] * got[version][t][1] for t in mix) / sum(mix.values())
+            got[version]["mix"] = (weighted(rates, mix), us)
+        runs.append(got)
+    med = statistics.median
+    out: dict[str, Any] = {v: {t: (med(g[v][t][0] for g in runs), med(g[v][t][1] for g in runs)) for t in runs[0][v]}
+                           for v in runs[0]}
+    out["ratio"] = {v: med(g[v]["mix"][0] / g["HINCRBY"]["mix"][0] for g in runs) for v in calls}
+    if before:
+        out["gain"] = med(g["now"]["mix"][0] / g[before]["mix"][0] for g in runs)
+        out["gain us"] = med(g[before]["mix"][1] / g["now"]["mix"][1] for g in runs)
+        out["gains"] = [g["now"]["mix"][0] / g[before]["mix"][0] for g in runs]
     return out
+
+
+def instruction_counts(calls_per_run: int, mix: collections.Counter, before: str,
+                       workdir: str) -> dict[str, float]:
+    """redis-server instructions per single-event call of each version (mix-weighted) and per HINCRBY,
+    counted under callgrind (bench_instructions.py): repeatable where requests/s on a shared machine are not.
+
+    Every run prepares the same server state (both versions' scripts and campaigns), then sends one kind
+    of call one at a time; a run that only prepares is the baseline subtracted.
+    """
+    from bench_instructions import instructions  # noqa: E402 - valgrind only when asked for
+
+    total = sum(mix.values())
+    per_type = {t: max(1, round(calls_per_run * mix[t] / total)) for t in SAMPLES}
+
+    def workload(version: str | None) -> Any:
+        def run(port: int) -> None:
+            calls = prepare(port, before, workdir)
+            r = redis.Redis(port=port)
+            if version == "HINCRBY":
+                for i in range(sum(per_type.values())):
+                    r.hincrby("bench:h", f"f:{i % 1000}", 1)
+            elif version is not None:
+                for k, (t, args) in enumerate(calls[version].items()):
+                    for i in range(per_type[t]):
+                        fill = b"%012d" % (1_000_000 * (k + 1) + i)
+                        reply = r.execute_command(*(a.replace(b"__rand_int__", fill) for a in args))
+                        if reply[0] != 1:
+                            raise RuntimeError(f"{version} {t}: not applied ({reply!r})")
+        return run
+
+    out_dir = os.path.join(workdir, "callgrind")
+    os.makedirs(out_dir, exist_ok=True)
+    idle = instructions(workload(None), out_dir)
+    n = sum(per_type.values())
+    versions = ["now", before] if before else ["now"]
+    return {v: (instructions(workload(v), out_dir) - idle) / n for v in versions + ["HINCRBY"]}
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -381,10 +448,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="window of each mode")
     ap.add_argument("--rate", type=float, default=6250.0, help="events/s each process offers in the paced mode")
     ap.add_argument("--max-events", type=int, default=120_000, help="events per process in unpaced modes")
-    ap.add_argument("--ceiling-calls", type=int, default=50_000, help="redis-benchmark calls per event type")
+    ap.add_argument("--ceiling-calls", type=int, default=15_000, help="redis-benchmark calls per event type and round")
+    ap.add_argument("--ceiling-rounds", type=int, default=3)
     ap.add_argument("--before", default="b0d3f43", help="commit whose record.lua is measured beside today's "
                     "('' to skip)")
-    ap.add_argument("--only", choices=["modes", "ceiling"])
+    ap.add_argument("--only", choices=["modes", "ceiling", "instructions"])
+    ap.add_argument("--instruction-calls", type=int, default=1000,
+                    help="single-event calls per callgrind run (with --only instructions; needs valgrind)")
     ap.add_argument("--modes", default="record,paced,unthrottled", help="which modes to run (comma-separated)")
     args = ap.parse_args()
     if redis_benchmark() is None:
@@ -399,7 +469,9 @@ def main() -> None:
         with Server("--maxmemory-policy", "noeviction") as server:
             mix = collections.Counter(e["type"] for e in stream("x", 0, 20_000))
             if args.only in (None, "ceiling"):
-                ceil = ceilings(server, args.ceiling_calls, mix, args.before, workdir)
+                ceil = ceilings(server, args.ceiling_calls, args.ceiling_rounds, mix, args.before, workdir)
+            if args.only == "instructions":
+                counts = instruction_counts(args.instruction_calls, mix, args.before, workdir)
             if args.only in (None, "modes"):
                 for mode in modes:
                     row = run_mode(server, mode, args, workdir)
@@ -424,23 +496,29 @@ def main() -> None:
                   f"max {r['max ms']:.1f} ms; after the window: {r['on close']:,} delivered by the senders while "
                   f"closing, then the spool replayed: {r['replayed after']}, "
                   f"left there: {r['left in spool']}{extra}")
-    if args.only in (None, "ceiling"):
-        h = ceil["HINCRBY"]
-        base = h["mean"]
-        rows = [(f"HINCRBY (baseline: {h['first']:,.0f} first, {h['last']:,.0f} last)", f"{base:,.0f}", "100%",
-                 f"{h['us']['mix']:.2f}")]
-        for version in [v for v in ceil if v != "HINCRBY"]:
-            label = "today" if version == "now" else f"at {version}"
-            rates, us = ceil[version], ceil[version]["us"]
-            rows += [(f"record.lua {label}, one {t} event per call", f"{rates[t]:,.0f}", f"{rates[t] / base:.1%}",
-                      f"{us[t]:.1f}") for t in ("targeted", "sent", "interaction")]
-            rows.append((f"record.lua {label}, one event per call, weighted by the mix", f"{rates['mix']:,.0f}",
-                         f"{rates['mix'] / base:.1%}", f"{us['mix']:.1f}"))
+    if args.only == "instructions":
+        rows = [(f"record.lua {'today' if v == 'now' else 'at ' + v}, one event per call, mix-weighted"
+                 if v != "HINCRBY" else "HINCRBY, one per call (baseline)", f"{c:,.0f}",
+                 f"{c / counts['HINCRBY']:.1f}x") for v, c in counts.items()]
         if args.before:
-            now, old = ceil["now"], ceil[args.before]
-            rows.append((f"today / {args.before}, same run (weighted by the mix)", f"{now['mix'] / old['mix']:.2f}x",
-                         "", f"{old['us']['mix'] / now['us']['mix']:.2f}x less"))
-        print(table(rows, ("redis-benchmark -P 1 -c 50", "requests/s", "vs HINCRBY", "Redis us/call")))
+            rows.append((f"today / {args.before}", f"{counts['now'] / counts[args.before]:.2f}x", ""))
+        print(table(rows, ("redis-server instructions per call (callgrind)", "instructions", "vs HINCRBY")))
+    if args.only in (None, "ceiling"):
+        base, base_us = ceil["HINCRBY"]["mix"]
+        rows = [("HINCRBY (baseline)", f"{base:,.0f}", "100%", f"{base_us:.2f}")]
+        for version in [v for v in ceil if v not in ("HINCRBY", "ratio", "gain", "gain us", "gains")]:
+            label = "today" if version == "now" else f"at {version}"
+            got = ceil[version]
+            rows += [(f"record.lua {label}, one {t} event per call", f"{got[t][0]:,.0f}", f"{got[t][0] / base:.1%}",
+                      f"{got[t][1]:.1f}") for t in SAMPLES]
+            rows.append((f"record.lua {label}, one event per call, weighted by the mix", f"{got['mix'][0]:,.0f}",
+                         f"{ceil['ratio'][version]:.1%}", f"{got['mix'][1]:.1f}"))
+        if args.before:
+            rounds = ", ".join(f"{g:.2f}" for g in ceil["gains"])
+            rows.append((f"today / {args.before} (weighted; rounds: {rounds})", f"{ceil['gain']:.2f}x", "",
+                         f"{ceil['gain us']:.2f}x less"))
+        print(table(rows, (f"redis-benchmark -P 1 -c 50 (medians of {args.ceiling_rounds} rounds)", "requests/s",
+                           "vs HINCRBY", "Redis us/call")))
 
 if __name__ == "__main__":
     main()
