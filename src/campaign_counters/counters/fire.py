@@ -7,9 +7,12 @@ code: the sender is a thread of its own with its own connections, whose
 every network wait is bounded by `Settings.send_timeout`.
 
 The sender takes what was fired within `fire_window` (or while the
-previous batch was on its way) and sends it with `record_many`: up to
-`script_batch` events of a campaign per script call, so under load batches
-grow and a call's fixed cost in Redis is shared. What cannot be delivered
+previous batch was on its way), up to `script_batch` events, and sends
+it with `record_many` (one script call per campaign), so under load batches
+grow and a call's fixed cost in Redis is shared. One batch at a time: with
+many processes on a busy Redis, what waits in Redis ahead of a reply stays
+small, and so do the waits (more in flight made replies miss their budget
+and turned delivered events into `unknown` ones). What cannot be delivered
 (unsent, unknown outcome, or fired while `max_in_flight` events already
 wait) goes to the local spool; the spool is replayed when Redis takes a
 batch again and the sender has caught up with what is fired (replaying
@@ -153,7 +156,7 @@ class Firer:
                 if left <= 0:
                     break
                 self._cond.wait(timeout=left)
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), settings.chunk))]
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), settings.script_batch))]
             self._sending = batch
             return batch
 
