@@ -1,7 +1,8 @@
 """The chat-service pattern: many processes, each sending one event at a time.
 
-    .venv/bin/python bench/bench_chat.py                # ~2 minutes
-    .venv/bin/python bench/bench_chat.py --seconds 5 --processes 8 --rate 6250
+    .venv/bin/python bench/bench_chat.py                # ~3 minutes
+    .venv/bin/python bench/bench_chat.py --seconds 5 --processes 8 --rate 6250 --modes paced
+    .venv/bin/python bench/bench_chat.py --only instructions   # ~1 minute, needs valgrind
 
 8 processes (each its own client, as FPTChat's workers are) send events of
 the realistic mix of bench/common.py (targeted, sent, interactions, ~5%
@@ -24,7 +25,10 @@ counts taken from the offered events.
 Beside them, in the same run: `redis-benchmark -P 1 -c 50 HINCRBY`, and the
 single-event ceiling: `redis-benchmark -P 1 -c 50` calling record.lua by
 EVALSHA with one event per call, per event type, arguments built by the
-package's own encoder (`counters/records.py`), weighted by the mix.
+package's own encoder (`counters/records.py`), weighted by the mix; and the
+same for record.lua as it was at `--before` (default b0d3f43, before the
+chat-path work), in interleaved rounds. `--only instructions` counts
+redis-server instructions per call of both under callgrind instead.
 """
 
 from __future__ import annotations
