@@ -94,7 +94,7 @@ class Spool:
             fcntl.flock(fh, fcntl.LOCK_EX)  # ours while we write it
             if os.fstat(fh.fileno()).st_nlink:
                 self._fh = fh
-            else:  # a replay took the new file between its creation and our lock (and deleted it): another
+            else:  # a replay took (and deleted) the new file between its creation and our lock: open another
                 fh.close()
         return self._fh
 
