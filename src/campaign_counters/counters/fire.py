@@ -7,15 +7,23 @@ code: the sender is a thread of its own with its own connections, whose
 every network wait is bounded by `Settings.send_timeout`.
 
 The sender takes what was fired within `fire_window` (or while the
-previous batch was on its way) and sends it with `record_many`: up to
-`script_batch` events of a campaign per script call, so under load batches
-grow and a call's fixed cost in Redis is shared. What cannot be delivered
+previous batch was on its way), up to `script_batch` events, and sends
+it with `record_many` (one script call per campaign), so under load batches
+grow and a call's fixed cost in Redis is shared. One batch at a time: with
+many processes on a busy Redis, what waits in Redis ahead of a reply stays
+small, and so do the waits (more in flight made replies miss their budget
+and turned delivered events into `unknown` ones). What cannot be delivered
 (unsent, unknown outcome, or fired while `max_in_flight` events already
-wait; those are written SPILL_BATCH at a time, within SPILL_AFTER) goes to
-the local spool; the spool is replayed when Redis takes a
-batch again. `close(timeout)` returns within `timeout`: whatever is still
-queued or on its way then is spooled (a copy of an event that does arrive
-is a harmless duplicate).
+wait) goes to the local spool; the spool is replayed when Redis takes a
+batch again and the sender has caught up with what is fired (replaying
+during an overload would only deepen it). The caller never writes the
+spool itself: events fired beyond the bound wait (up to `max_in_flight`
+more) for a spill thread that appends them in batches, one fsync per
+batch; only when that is full too does `fire` write to the spool in the
+caller's thread (never dropping).
+`close(timeout)` returns within `timeout`: whatever is still queued or on
+its way then is spooled (a copy of an event that does arrive is a harmless
+duplicate).
 """
 
 from __future__ import annotations
@@ -39,8 +47,6 @@ from .transport import Cmd, call
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0  # seconds between two reports of the spool's state into Redis
-SPILL_BATCH = 256  # events fired beyond max_in_flight are written to the spool this many at a time (one fsync)
-SPILL_AFTER = 0.05  # ... or once the first of them waited this long (seconds)
 
 
 def with_id(ev: Event) -> Event:
@@ -64,12 +70,14 @@ class Firer:
         self._count_invalid = count_invalid
         self._queue: deque[Event] = deque()
         self._sending: list[Event] = []
-        self._overflow: list[Event] = []  # fired beyond max_in_flight, on their way to the spool
-        self._overflow_since = 0.0
-        self._spilling = 0  # events being written to the spool right now
-        self._cond = threading.Condition()
+        self._overflow: list[Event] = []  # fired beyond max_in_flight, for the spill thread to spool
+        self._spilling: list[Event] = []  # taken by the spill thread, being written
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the sender's: the queue changed
+        self._overflowed = threading.Condition(lock)  # the spill thread's: the overflow changed
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._spiller: threading.Thread | None = None
         self._swept = False  # the spool directory was replayed once (files of dead processes)
         self._status_at = 0.0
         self._client_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -84,49 +92,62 @@ class Firer:
             self.stats["rejected"] += 1
             self._count_invalid(exc.field)
             return
-        spill = False
         with self._cond:
             self.stats["fired"] += 1
             if self.client is None or self._closing:
                 spill = True
-            elif len(self._queue) + len(self._sending) >= self.max_in_flight:
-                # Overload: to the spool, a batch at a time so that a burst costs one fsync per batch.
-                if not self._overflow:
-                    self._overflow_since = time.monotonic()
-                self._overflow.append(ev)
-                spill = len(self._overflow) >= SPILL_BATCH or time.monotonic() - self._overflow_since >= SPILL_AFTER
-                ev = None
-            else:
+            elif len(self._queue) + len(self._sending) < self.max_in_flight:
+                spill = False
                 self._queue.append(ev)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="campaign-counters-fire", daemon=True)
                     self._thread.start()
                 self._cond.notify()
+            elif len(self._overflow) + len(self._spilling) < self.max_in_flight:
+                spill = False
+                self._overflow.append(ev)
+                if self._spiller is None:
+                    self._spiller = threading.Thread(target=self._spill_run, name="campaign-counters-spill",
+                                                     daemon=True)
+                    self._spiller.start()
+                self._overflowed.notify()
+            else:
+                spill = True  # both bounds reached: the caller writes it (kept, never dropped)
         if spill:
-            self._spill([ev] if ev is not None else [])
-
-
+            self._spill([ev])
 
     def _spill(self, events: list[Event]) -> None:
-        """Write `events` and whatever overflowed so far to the spool."""
-        with self._cond:
-            events, self._overflow = self._overflow + events, []
-            self._spilling += len(events)
         try:
-            if events:
-                self.stats["spooled"] += self.spool.append(events)
-        finally:
-            with self._cond:
-                self._spilling -= len(events)
+            kept = self.spool.append(events)
+        except OSError as exc:  # fire never raises: the spool's disk failed, counted as its overflow
+            log.error("fire: %d event(s) lost, the spool could not be written (%s): ids %s", len(events),
+                      type(exc).__name__, [ev.id for ev in events])
+            self.spool.overflowed += len(events)
+            kept = 0
+        with self._cond:
+            self.stats["spooled"] += kept
+
+    def _spill_run(self) -> None:
+        """The spill thread: spool what was fired beyond `max_in_flight`, a batch per write."""
+        while True:
+            with self._overflowed:
+                while not self._overflow and not self._closing:
+                    self._overflowed.wait()
+                if not self._overflow:
+                    return
+                self._spilling, self._overflow = self._overflow, []
+            self._spill(self._spilling)
+            with self._overflowed:
+                self._spilling = []
 
     def _take(self) -> list[Event] | None:
         """The next batch: what was fired within the window (None: closing and nothing left)."""
         settings = self.client.settings
         with self._cond:
             while not self._queue and not self._closing:
-                self._cond.wait(timeout=SPILL_AFTER if self._overflow else STATUS_EVERY)
+                self._cond.wait(timeout=STATUS_EVERY)
                 if not self._queue:
-                    return []  # idle: a chance to spill overflow, report the spool and replay it
+                    return []  # idle: a chance to report the spool and replay it
             if not self._queue:
                 return None
             window_ends = time.monotonic() + settings.fire_window
@@ -135,7 +156,7 @@ class Firer:
                 if left <= 0:
                     break
                 self._cond.wait(timeout=left)
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), settings.chunk))]
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), settings.script_batch))]
             self._sending = batch
             return batch
 
@@ -157,11 +178,15 @@ class Firer:
                     delivered = False
                 with self._cond:
                     self._sending = []
-            if self._overflow:
-                self._spill([])
-            if delivered:
+            if delivered and self._caught_up():
                 self._replay()
             self._report()
+
+    def _caught_up(self) -> bool:
+        """Whether the sender keeps up with what is fired (less than a script call's worth waits, nothing
+        overflowed): only then is the spool replayed, so an overload is not made worse by its own replays."""
+        with self._cond:
+            return len(self._queue) < self.client.settings.script_batch and not self._overflow
 
     def _answers(self) -> bool:
         """Whether Redis answers a PING now (checked when idle, before replaying the spool)."""
@@ -192,9 +217,9 @@ class Firer:
             return
         self._status_at = time.monotonic()
         status = self.spool.status()
+        keys = self.client.keys
         self.stats["spool_waiting"] = status.events
         self.stats["spool_oldest_age_s"] = int(time.time() - status.oldest) if status.oldest else 0
-        keys = self.client.keys
         if status.events:
             cmds = [Cmd(None, ("HSET", keys.spool_status(), self._client_id, status.events)),
                     Cmd(None, ("HSET", keys.spool_oldest(), self._client_id, int(status.oldest or time.time())))]
@@ -209,21 +234,19 @@ class Firer:
             pass
 
     def waiting(self) -> int:
-        """Events queued, being sent, or on their way to the spool."""
+        """Events queued, being sent, or waiting to be spooled."""
         with self._cond:
-            return len(self._queue) + len(self._sending) + len(self._overflow) + self._spilling
+            return len(self._queue) + len(self._sending) + len(self._overflow) + len(self._spilling)
 
     def flush(self, timeout: float) -> bool:
         """Wait until what was fired has been sent or spooled; False when `timeout` ran out first."""
         deadline = time.monotonic() + timeout
         while self.waiting():
-            if self._thread is None and self._overflow:  # no sender to write the overflow
-                self._spill([])
-                continue
             if time.monotonic() >= deadline:
                 return False
             with self._cond:
                 self._cond.notify()
+                self._overflowed.notify()
             time.sleep(0.001)
         return True
 
@@ -233,12 +256,16 @@ class Firer:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            self._overflowed.notify_all()
+        for thread in (self._thread, self._spiller):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
-            rest = list(self._sending) + list(self._queue)
+            rest = list(self._sending) + list(self._queue) + self._overflow
+            if self._spiller is not None and self._spiller.is_alive():
+                rest += self._spilling  # its write may not finish before the process ends (a copy is harmless)
             self._queue.clear()
+            self._overflow = []
         if rest:
             self._spill(rest)
         self.spool.close()

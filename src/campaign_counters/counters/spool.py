@@ -10,11 +10,14 @@ Layout: one append-only JSON Lines file per process (`spool-<host>-<pid>-<n>.jso
 in the spool directory, so processes never write the same file. A line is
 one event. Appends are flushed and fsynced per batch by default (`fsync`):
 an event reported as spooled survives a crash of the process or the host.
-A writer holds an exclusive `flock` on the file it appends to; a replay
-takes files with the same lock (so it takes a dead process's files and
-never one a live process still writes: each process replays its own),
-sends their events, and deletes each file once none of its events is left
-undelivered; undelivered ones are written to a fresh file. The total size of the directory is capped (`max_bytes`): beyond it,
+A writer holds an exclusive `flock` on the file it appends to (once it
+holds it, it checks that no replay took and deleted the new file first);
+a replay takes files with the same lock (so it takes a dead process's
+files and never one a live process still writes: each process replays its
+own), sends their events, writes those left undelivered to a fresh file,
+and only then deletes the file (a process that ends in between leaves
+copies, which replay as duplicates, never a gap). The total size of the
+directory is capped (`max_bytes`): beyond it,
 events are dropped, counted in `overflowed` and logged with their ids.
 """
 
@@ -82,13 +85,17 @@ class Spool:
     # -- writing ---------------------------------------------------------------
 
     def _open(self) -> Any:
-        if self._fh is None:
+        while self._fh is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._serial += 1
             name = f"spool-{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}-{self._serial}.jsonl"
             self._path = self.dir / name
-            self._fh = open(self._path, "ab")
-            fcntl.flock(self._fh, fcntl.LOCK_EX)  # ours while we write it
+            fh = open(self._path, "ab")
+            fcntl.flock(fh, fcntl.LOCK_EX)  # ours while we write it
+            if os.fstat(fh.fileno()).st_nlink:
+                self._fh = fh
+            else:  # a replay took (and deleted) the new file between its creation and our lock: open another
+                fh.close()
         return self._fh
 
     def size(self) -> int:
@@ -98,14 +105,17 @@ class Spool:
         except OSError:
             return 0
 
-    def append(self, events: Iterable[Event | Mapping[str, Any]]) -> int:
-        """Write events (each must have an id); returns how many were kept (the rest overflowed)."""
+    def append(self, events: Iterable[Event | Mapping[str, Any]], freed: int = 0) -> int:
+        """Write events (each must have an id); returns how many were kept (the rest overflowed).
+
+        `freed`: bytes of a spool file about to be deleted (a replay replacing it), not counted against the cap.
+        """
         lines = [json.dumps(e if isinstance(e, Mapping) else event_dict(e), separators=(",", ":")).encode() + b"\n"
                  for e in events]
         if not lines:
             return 0
         with self._lock:
-            room = self.max_bytes - self.size()
+            room = self.max_bytes - self.size() + freed
             kept: list[bytes] = []
             for line in lines:
                 if len(line) > room:
@@ -195,10 +205,13 @@ class Spool:
                     if any(o in ("unknown", "unsent") for o in outcomes):
                         left += events[start + REPLAY_CHUNK:]  # Redis is failing again: stop here
                         break
+                if left and len(left) == len(events):
+                    break  # nothing was delivered: the file stays as it is
+                if left:  # written before the file is deleted: a crash in between leaves copies, never a loss
+                    self.append(left, freed=os.fstat(fh.fileno()).st_size)
+                    self.close()
                 path.unlink()
             if left:
-                self.append(left)
-                self.close()
                 break
         return counts
 
