@@ -68,7 +68,8 @@ def main() -> None:
                    capture_output=True)
     try:
         ratios = []
-        print(f"{'round':>5}  {'this tree ev/s':>14}  {args.rev + ' ev/s':>14}  {'ratio':>6}  client CPU us/event (this, rev)")
+        print(f"{'round':>5}  {'this tree ev/s':>14}  {args.rev + ' ev/s':>14}  {'ratio':>6}  "
+              "client CPU us/event (this, rev)")
         for i in range(args.rounds):
             new = run(os.path.join(ROOT, "src"), HERE, args.events)
             base = run(os.path.join(old, "src"), os.path.join(old, "bench"), args.events)
