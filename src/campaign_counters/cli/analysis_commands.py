@@ -78,7 +78,8 @@ def analysis_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 @click.option("--job", help="A job (run) of the campaign [default: the campaign total].")
 @window_option
 @click.option("--persist", is_flag=True, help="Also store the analysis of the total and of every job in the "
-                                              "campaign's CampaignReports documents (field `analysis`).")
+                                              "campaign's CampaignReports documents (field `analysis`) and "
+                                              "publish it on the campaign dashboard (Grafana).")
 @format_option
 @config_options
 def analyze(cfg: Config, tenant: str, campaign: str, job: str | None, window_s: int, persist: bool, fmt: str) -> None:
@@ -94,8 +95,9 @@ def analyze(cfg: Config, tenant: str, campaign: str, job: str | None, window_s: 
     counters = counters_for(cfg)
     if persist:
         results = live_analyses(counters, tenant, campaign, window_s=window_s)
-        stored = persist_analysis(store_for(cfg), results)
-        say(f"stored {stored} analysis(es) in CampaignReports (scopes never snapshotted are skipped)")
+        stored = persist_analysis(store_for(cfg), results, counters)
+        say(f"stored {stored} analysis(es) in CampaignReports and on the campaign dashboard "
+            "(scopes never snapshotted are skipped)")
         result = next((r for r in results if r["job"] == job), None)
         if result is None:
             result = live_analyses(counters, tenant, campaign, [job], window_s=window_s)[0]  # raises NotFound

@@ -24,6 +24,7 @@ from ..errors import NotFound, ValidationError
 from ..reports import iso_ms
 from ..script import parse_script
 from ..stores import ReportStore
+from .dashboard import publish_analyses
 
 PAGE = 2000
 
@@ -127,17 +128,20 @@ def report_with_analysis(counters: Counters, tenant: str, campaign: str, job: st
     return report
 
 
-def persist_analysis(store: ReportStore, analyses: list[dict[str, Any]]) -> int:
+def persist_analysis(store: ReportStore, analyses: list[dict[str, Any]], counters: Counters | None = None) -> int:
     """Store analyses in their CampaignReports documents (field `analysis`); returns how many were stored.
 
     A scope without a stored report (never snapshotted) is skipped: snapshot first.
+    With `counters`, the stored ones are also published to the dashboards' read model.
     """
-    stored = 0
+    stored = []
     for a in analyses:
         doc = store.campaign_report(a["tenant"], a["campaign"], a["job"])
         if doc is None:
             continue
         doc["analysis"] = analysis_field(a)
         store.upsert_campaign_reports([doc])
-        stored += 1
-    return stored
+        stored.append(a)
+    if counters is not None and stored:
+        publish_analyses(counters, stored)
+    return len(stored)
