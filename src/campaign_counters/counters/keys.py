@@ -227,8 +227,8 @@ class KeySchema:
 
     def dashboard_analysis(self, campaign: str, job: str | None, figure: str) -> str:
         """One part (ANALYSIS_FIGURES) of a scope's latest stored analysis: a hash (`summary`: when it was
-        computed and the completion time; the others: label -> users), or the `heatmap` stream (one entry per
-        weekday, ids 1-0 to 7-0, one field per hour)."""
+        computed and the completion time; the others: label -> users, clicks or seconds), or the `heatmap`
+        stream (one entry per weekday, ids 1-0 to 7-0, one field per hour)."""
         if figure not in ANALYSIS_FIGURES:
             raise ValueError(f"unknown analysis figure {figure!r}")
         return self.dashboard(campaign, job) + ":analysis:" + figure

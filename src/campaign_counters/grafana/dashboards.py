@@ -93,7 +93,8 @@ def journey_analysis() -> list[dict[str, Any]]:
         note("About the analysis", f"{ANALYSIS_FRESHNESS} Definitions: docs/analysis.md. Drop-off states: "
                                    "*went_on* (reached a next node), *waiting* (idle for less than the inactivity "
                                    "window), *dropped* (idle for longer), as of the time it was computed.", h=3),
-        stat("Analysis computed at / published", command("hmget", summary, _fields("computed_at", "published_at")),
+        stat("Analysis computed at / published / heatmap timezone",
+             command("hmget", summary, _fields("computed_at", "published_at", "heatmap_timezone")),
              w=10, text_values=True, description=ANALYSIS_FRESHNESS),
         stat("Users analysed, completed", command("hmget", summary, _fields("users", "completion_time_completed")),
              w=7, description=ANALYSIS_FRESHNESS),
