@@ -16,7 +16,7 @@ from campaign_counters.events import parse_event
 from campaign_counters.nightly.history import JsonlHistory
 from campaign_counters.nightly.recompute import CampaignTruth
 from campaign_counters.nightly.reconcile import reconcile
-from campaign_counters.persist.analysis import live_analyses, live_analysis, persist_analysis
+from campaign_counters.persist.analysis import live_analyses, live_analysis, persist_analysis, report_with_analysis
 from campaign_counters.persist.snapshot import snapshot_campaign
 from campaign_counters.stores import open_store
 from cli_helpers import jsonl
@@ -254,3 +254,45 @@ def test_a_scan_yields_each_user_once_while_the_campaign_grows_and_shrinks(redis
     assert len(seen) == len(set(seen))
     assert {f"u{i}" for i in range(3000)} <= set(seen)  # every user there from start to end is seen
     counters.close()
+
+
+def test_report_with_analysis_equals_the_report_and_analyze(counters):
+    counters.set_timezone(T, "Europe/Berlin")
+    counters.load_script(T, C, OFFER_SCRIPT)
+    events = scenario(OFFER_SCRIPT)
+    counters.record_many(events)
+    now_ms = int(datetime(2026, 10, 25, 20, 0, tzinfo=BERLIN).timestamp() * 1000)
+    for job in (None, "job-1", "job-2"):
+        got = report_with_analysis(counters, T, C, job, now_ms=now_ms, window_s=DAY)
+        analysis = got.pop("analysis")
+        assert got == counters.report(T, C, job)
+        want = live_analysis(counters, T, C, job, now_ms=now_ms, window_s=DAY)
+        assert analysis == {k: v for k, v in want.items() if k not in ("tenant", "campaign", "job")}
+        check({**analysis, "job": job}, naive(events, OFFER_SCRIPT, job, now_ms, DAY, BERLIN))
+
+
+def test_report_command_with_analysis_equals_analyze(cli, script_file, tmp_path):
+    # every event is weeks old: all users idle past the window whenever the commands run, so `now` alone differs
+    events = scenario(OFFER_SCRIPT)
+    assert cli("script", "load", "--tenant", T, "--campaign", C, script_file).exit_code == 0
+    assert cli("record", jsonl(tmp_path, events)).exit_code == 0
+    for job in ((), ("--job", "job-2")):
+        scope = ("--tenant", T, "--campaign", C, *job)
+        got = json.loads(cli("report", *scope, "--analysis", "--window", "3600").stdout)
+        analysis = got.pop("analysis")
+        assert got == json.loads(cli("report", *scope).stdout)
+        want = json.loads(cli("analyze", *scope, "--window", "3600").stdout)
+        for d in (analysis, want):
+            d.pop("now")
+        assert analysis == {k: v for k, v in want.items() if k not in ("tenant", "campaign", "job")}
+        assert analysis["inactivity_window"] == 3600 and analysis["drop_off"]
+    rows = dict(csv.reader(io.StringIO(cli("report", "--tenant", T, "--campaign", C, "--analysis",
+                                           "--format", "csv").stdout)))
+    assert rows["analysis.users"] == str(len({e["user"] for e in events}))
+    assert rows["completed_users_count"] and "analysis.heatmap.interactions.6.23" in rows
+    table = cli("report", "--tenant", T, "--campaign", C, "--analysis", "--format", "table").stdout
+    assert "funnel_data:" in table and "analysis:" in table and "transitions:" in table and "heatmap:" in table
+    res = cli("report", "--tenant", "other", "--campaign", C, "--analysis")
+    assert res.exit_code == 4 and "Traceback" not in res.stderr
+    assert cli("report", "--tenant", T, "--campaign", C, "--analysis", "--window", "0").exit_code == 2
+    assert "O(users)" in cli("report", "--help").stdout

@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 from campaign_counters import Counters
 from campaign_counters.counters import dashboard as d
 from campaign_counters.counters import maintenance as m
-from campaign_counters.counters.keys import CAMPAIGN_SCOPE
+from campaign_counters.counters.keys import ANALYSIS_FIGURES, CAMPAIGN_SCOPE
 from campaign_counters.grafana.alerts import RULES, alert_rules
 from campaign_counters.grafana.dashboards import campaign, operations, tenant_overview
 from campaign_counters.health import health
@@ -33,7 +33,7 @@ from campaign_counters.persist.snapshot import snapshot_campaign
 from campaign_counters.stores import open_store
 from cli_helpers import jsonl
 from grafana_plugin import kept_fields, panel_queries, run, transformed, variable_values, with_variables
-from scenarios import BRANCH_SCRIPT, OFFER_SCRIPT, T, random_events
+from scenarios import BRANCH_SCRIPT, OFFER_SCRIPT, T, ev, random_events
 
 C, C2 = "camp-1", "camp-2"
 UTC = timezone.utc
@@ -92,9 +92,15 @@ def window() -> tuple[int, int]:
     return now_ms - 3_600_000, now_ms + 60_000
 
 
+ANALYSIS = "analysis"  # expected_campaign_frame's answer for a panel of the stored analysis
+
+
 def expected_campaign_frame(keys, campaign_id, job, report, key, frame):
-    """What a campaign panel reading `key` must show, from `report`; None for the time series."""
+    """What a campaign panel reading `key` must show, from `report`; None for the time series,
+    ANALYSIS for the panels of the stored analysis (expected_analysis_frame)."""
     scope = keys.dashboard(campaign_id, job)
+    if key.startswith(scope + ":analysis:"):
+        return ANALYSIS
     if key == scope:
         out = {}
         for name in frame:
@@ -137,6 +143,9 @@ def test_campaign_panels_show_exactly_what_report_says(deployment):
                 want = expected_campaign_frame(counters.keys, camp, None if job == "*" else job, report,
                                                q["keyName"], frame)
                 seen_keys.add(q["keyName"].replace(f":{job}", ":J"))
+                if want == ANALYSIS:  # none stored yet: the panels are empty
+                    assert all(v in ([], [""]) for v in frame.values()), panel["title"]
+                    continue
                 if want is None:  # the time series: one point, this tick's figures
                     shown = transformed(panel, frame)
                     plotted = [f for f in kept_fields(panel) if f != "$time"]
@@ -178,7 +187,8 @@ def test_time_series_get_one_point_per_tick_that_changed_the_figures(deployment,
     second = {job: counters.report(T, C, job) for job in (None, "job-1", "job-2")}
     tick(counters, queue_conn)  # nothing changed: no snapshot, no point
     snapshot_campaign(counters, open_store(f"sqlite:///{tmp_path}/reports.db"), C)  # nor when snapshotted anyway
-    series_panels = [(p, q) for p, q in panel_queries(campaign()) if q["command"] == "xrange"]
+    series_panels = [(p, q) for p, q in panel_queries(campaign()) if p["type"] == "timeseries"]
+    assert all(q["command"] == "xrange" for _, q in series_panels)
     assert len(series_panels) == 4
     for job in (None, "job-1", "job-2"):
         for panel, query in series_panels:
@@ -318,3 +328,83 @@ def test_drift_and_overdue_alerts_see_the_nightly_check(deployment):
     frame = run(plugin, {"command": "hgetall", "keyName": counters.keys.dashboard_nightly_all("drift")}, window())
     assert frame == {T: [1.0]}
     assert publish_tenants(counters, {T: hcm}, at + timedelta(hours=2, seconds=30)) is None  # once a minute
+
+
+def expected_analysis_frame(analysis, figure, frame):
+    """What a panel of the stored analysis must show, written from the stored document (its `analysis`)."""
+    if figure == "summary":
+        ct = analysis["completion_time"]
+        source = {"computed_at": analysis["now"], "inactivity_window": float(analysis["inactivity_window"]),
+                  "users": float(analysis["users"]), "heatmap_timezone": analysis["heatmap"]["timezone"],
+                  **{f"completion_time_{k}": float(v) for k, v in ct.items()}}
+        return {name: [frame[name][0] if name == "published_at" else source[name]] for name in frame}
+    if figure == "heatmap":
+        heat = analysis["heatmap"]
+        return {"weekday": heat["weekdays"],
+                **{f"{h:02d}": [float(day[h]) for day in heat["interactions"]] for h in range(24)}}
+    rows = {
+        "transitions": {f"{t['from']} → {t['to']}": t["users"] for t in analysis["transitions"]},
+        "off_script": {f"{t['from']} → {t['to']}": t["users"] for t in analysis["transitions"] if not t["in_script"]},
+        "drop_off": {f"{r['node']} / {s}": r[s] for r in analysis["drop_off"]
+                     for s in ("went_on", "waiting", "dropped")},
+        "choice_users": {f"{c['node']} / {c['choice']}": c["users"] for c in analysis["choices"]},
+        "choice_clicks": {f"{c['node']} / {c['choice']}": c["clicks"] for c in analysis["choices"]},
+        "time_per_node": {t["node"]: t["median"] for t in analysis["time_per_node"]},
+    }[figure]
+    return {label: [float(n)] for label, n in rows.items()}
+
+
+def check_analysis_panels(counters, plugin, store, scopes):
+    """Every analysis panel, for each (campaign, job) in `scopes`, shows exactly the stored analysis."""
+    board = campaign()
+    shown = set()
+    for camp, job in scopes:
+        analysis = store.campaign_report(T, camp, job)["analysis"]
+        variables = {"tenant": T, "campaign": camp, "job": job or CAMPAIGN_SCOPE}
+        prefix = counters.keys.dashboard(camp, job) + ":analysis:"
+        for panel, query in panel_queries(board):
+            q = with_variables(query, variables)
+            if not q["keyName"].startswith(prefix):
+                continue
+            figure = q["keyName"][len(prefix):]
+            frame = run(plugin, q, window())
+            if figure == "heatmap":
+                assert frame["$time"] == [1, 2, 3, 4, 5, 6, 7]  # whatever the dashboard's time range
+                frame = transformed(panel, frame)
+            want = expected_analysis_frame(analysis, figure, frame)
+            assert frame == want, (camp, job, panel["title"])
+            if want:
+                shown.add(figure)
+    assert shown == set(ANALYSIS_FIGURES)  # the scenario gives every panel something to show
+
+
+def test_analysis_panels_show_exactly_the_stored_analysis(deployment, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from campaign_counters.cli import main
+
+    counters, plugin, queue_conn = deployment
+    events = scenario(counters)
+    # a move with no edge in the script, so the off-script panel has something to show
+    jump = [{"type": "sent", "tenant": T, "campaign": C, "job": "job-1", "user": "jumper", "ts": 1_700_000_050},
+            {"type": "interaction", "tenant": T, "campaign": C, "job": "job-1", "user": "jumper",
+             "ts": 1_700_000_090, "target": OFFER_SCRIPT["nodes"][-1]["id"], "choice": "skip"}]
+    counters.record_many(events + jump)
+    monkeypatch.setenv("CAMPAIGN_COUNTERS_HISTORY", jsonl(tmp_path, events + jump))
+    tick(counters, queue_conn, NOW)  # snapshots, then the nightly check of Nov 14 stores (and publishes) analyses
+    store = open_store(f"sqlite:///{tmp_path}/reports.db")
+    nightly = {(c, j) for c in (C, C2) for j in (None, "job-1", "job-2")
+               if (store.campaign_report(T, c, j) or {}).get("analysis")}
+    assert {(C, None), (C, "job-1"), (C2, None)} <= nightly
+    check_analysis_panels(counters, plugin, store, sorted(nightly, key=str))
+    # later: more users, a snapshot (which leaves the analysis panels as they are), then `analyze --persist`
+    before = store.campaign_report(T, C, None)["analysis"]
+    counters.record_many([ev("sent", f"late-{i}", 1_700_100_000 + i, "job-2") for i in range(5)])
+    tick(counters, queue_conn)
+    check_analysis_panels(counters, plugin, store, [(C, None)])
+    monkeypatch.setenv("CAMPAIGN_COUNTERS_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(main, ["analyze", "--tenant", T, "--campaign", C, "--persist", "--window", "3600"])
+    assert res.exit_code == 0 and "stored 3 analysis" in res.stderr, res.output
+    after = store.campaign_report(T, C, None)["analysis"]
+    assert after["users"] == before["users"] + 5 and after["inactivity_window"] == 3600
+    check_analysis_panels(counters, plugin, store, [(C, None), (C, "job-1"), (C, "job-2")])

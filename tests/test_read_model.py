@@ -139,3 +139,27 @@ def test_an_overview_of_the_same_period_replaces_the_published_one_an_older_one_
     assert counters.run(d.write_overview(counters, T, "daily", {"report_date": "2026-01-02", "y": "2"}))
     assert not counters.run(d.write_overview(counters, T, "daily", {"report_date": "2026-01-01", "x": "9"}))
     assert raw.hgetall(key) == {b"report_date": b"2026-01-02", b"y": b"2"}
+
+
+def test_analysis_keys_are_published_for_shown_scopes_and_expire_with_the_campaign(counters, store, raw):
+    from campaign_counters.persist.analysis import live_analyses, persist_analysis
+    from campaign_counters.persist.dashboard import publish_analyses
+
+    counters.record_many(random_events(OFFER_SCRIPT, 20, seed=1))
+    analyses = live_analyses(counters, T, C)
+    assert publish_analyses(counters, analyses) == 0  # never snapshotted: no dashboard shows it
+    assert raw.keys(counters.keys.campaign(C) + "dash*") == []
+    snapshot_campaign(counters, store, C)
+    assert persist_analysis(store, analyses, counters) == 3
+    keys = raw.keys(counters.keys.campaign(C) + "dash:*:analysis:*")
+    assert sum(k.endswith((b":summary", b":heatmap")) for k in keys) == 3 * 2
+    assert all(raw.ttl(k) == -1 for k in keys)
+    counters.record(ev("status", ts=99, job=None, status="COMPLETED"))
+    snapshot_campaign(counters, store, C, retention=3600)  # the snapshot gives them the campaign's lifetime
+    assert all(0 < raw.ttl(k) <= 3600 for k in keys)
+    assert persist_analysis(store, analyses, counters) == 3  # published again later: still expiring
+    assert set(raw.keys(counters.keys.campaign(C) + "dash:*:analysis:*")) == set(keys)
+    assert all(0 < raw.ttl(k) <= 3600 for k in keys)
+    counters.record(ev("status", ts=100, job=None, status="RUNNING"))
+    snapshot_campaign(counters, store, C, retention=3600)
+    assert all(raw.ttl(k) == -1 for k in keys)

@@ -6,15 +6,14 @@ from typing import Any
 
 import click
 
-from ..analysis import DEFAULT_WINDOW_S
 from ..comparison import compare_reports
 from ..config import Config
 from ..errors import ValidationError
 from .app import main
 from .options import (
-    campaign_option, config_options, counters_for, emit, format_option, say, store_for, tenant_option,
+    campaign_option, config_options, counters_for, emit, format_option, say, store_for, tenant_option, window_option,
 )
-from .output import rows_csv
+from .output import analysis_table, rows_csv
 
 
 def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,23 +72,14 @@ def analysis_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def analysis_table(result: dict[str, Any]) -> dict[str, Any]:
-    """An analysis for `table`: the heatmap as one row per weekday, hours as columns."""
-    heat = result["heatmap"]
-    return {**{k: v for k, v in result.items() if k != "heatmap"}, "heatmap_timezone": heat["timezone"],
-            "heatmap": [{"weekday": day, **{str(h): n for h, n in enumerate(hours)}}
-                        for day, hours in zip(heat["weekdays"], heat["interactions"])]}
-
-
 @main.command()
 @tenant_option
 @campaign_option
 @click.option("--job", help="A job (run) of the campaign [default: the campaign total].")
-@click.option("--window", "window_s", default=DEFAULT_WINDOW_S, show_default=True, type=click.IntRange(1),
-              help="Inactivity window, seconds: a user who did not go on from a node is waiting there while "
-                   "their last activity is younger than this, dropped after.")
+@window_option
 @click.option("--persist", is_flag=True, help="Also store the analysis of the total and of every job in the "
-                                              "campaign's CampaignReports documents (field `analysis`).")
+                                              "campaign's CampaignReports documents (field `analysis`) and "
+                                              "publish it on the campaign dashboard (Grafana).")
 @format_option
 @config_options
 def analyze(cfg: Config, tenant: str, campaign: str, job: str | None, window_s: int, persist: bool, fmt: str) -> None:
@@ -105,8 +95,9 @@ def analyze(cfg: Config, tenant: str, campaign: str, job: str | None, window_s: 
     counters = counters_for(cfg)
     if persist:
         results = live_analyses(counters, tenant, campaign, window_s=window_s)
-        stored = persist_analysis(store_for(cfg), results)
-        say(f"stored {stored} analysis(es) in CampaignReports (scopes never snapshotted are skipped)")
+        stored = persist_analysis(store_for(cfg), results, counters)
+        say(f"stored {stored} analysis(es) in CampaignReports and on the campaign dashboard "
+            "(scopes never snapshotted are skipped)")
         result = next((r for r in results if r["job"] == job), None)
         if result is None:
             result = live_analyses(counters, tenant, campaign, [job], window_s=window_s)[0]  # raises NotFound

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from ..analysis import DEFAULT_WINDOW_S
 from ..config import ENV_HOME, ENV_QUEUE, ENV_REDIS, ENV_STORE, Config
 from ..counters import Counters
 from ..errors import BackendError
@@ -89,6 +90,10 @@ def format_option(f: Callable) -> Callable:
                              "funnel_data.0.node); null is an empty value.")(f)
 
 
+window_option = click.option(
+    "--window", "window_s", default=DEFAULT_WINDOW_S, show_default=True, type=click.IntRange(1),
+    help="Inactivity window of the analysis, seconds: a user who did not go on from a node is waiting there "
+         "while their last activity is younger than this, dropped after.")
 tenant_option = click.option("--tenant", required=True, help="Tenant id.")
 campaign_option = click.option("--campaign", required=True, help="Campaign id.")
 

@@ -98,3 +98,11 @@ def rows_csv(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         writer.writerow(["" if r.get(h) is None else r.get(h) for h in headers])
     return buf.getvalue().rstrip("\n")
+
+
+def analysis_table(result: dict[str, Any]) -> dict[str, Any]:
+    """An analysis for `table`: the heatmap as one row per weekday, hours as columns."""
+    heat = result["heatmap"]
+    return {**{k: v for k, v in result.items() if k != "heatmap"}, "heatmap_timezone": heat["timezone"],
+            "heatmap": [{"weekday": day, **{str(h): n for h, n in enumerate(hours)}}
+                        for day, hours in zip(heat["weekdays"], heat["interactions"])]}

@@ -14,10 +14,11 @@ from typing import Any
 
 from ..reports import METRICS
 from .core import CountersCore
-from .keys import DASHBOARD_ROUTE, NODE_FIGURES
+from .keys import ANALYSIS_FIGURES, DASHBOARD_ROUTE, NODE_FIGURES
 from .transport import Cmd, LuaScript, Plan, as_dict, call, on_every_node
 
 REPLACE_IF_NEWER = LuaScript.load("replace_if_newer.lua")
+REPLACE_ROWS = LuaScript.load("replace_rows.lua")
 
 SCALAR_METRICS = tuple(m for m in METRICS if m not in ("node_analytics", "funnel_data"))
 CAMPAIGN_FIELDS = (*SCALAR_METRICS, "status", "updated_at", "published_at")
@@ -35,6 +36,12 @@ OPS_FIELDS = ("published_at", "pending_snapshots", "rejected_total", "rejected_i
               "memory_used_pct", "memory_headroom_bytes")
 OPS_SERIES = ("pending_snapshots", "rejected_total", "spool_depth", "memory_used_pct")
 TENANT_OPS_FIELDS = ("nightly_overdue_tenants", "drift_tenants", "tenants_published_ms")
+COMPLETION_TIME = ("completed", "mean", "median", "p90", "max_relative_error")  # the analysis' completion_time
+ANALYSIS_SUMMARY = ("computed_at", "published_at", "inactivity_window", "users", "heatmap_timezone",
+                    *(f"completion_time_{name}" for name in COMPLETION_TIME))
+ANALYSIS_HASHES = tuple(f for f in ANALYSIS_FIGURES if f not in ("summary", "heatmap"))
+DROP_OFF_STATES = ("went_on", "waiting", "dropped")
+HEATMAP_COLUMNS = ("weekday", *(f"{hour:02d}" for hour in range(24)))
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,16 @@ class ScopeFigures:
     metrics: dict[str, str]  # the scope's hash: metric name -> value
     series: dict[str, str]  # one stream entry: the numeric metrics
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # NODE_FIGURES -> {node: value}
+
+
+@dataclass
+class AnalysisFigures:
+    """What the dashboards show of one scope's latest stored analysis."""
+
+    job: str | None
+    summary: dict[str, str]  # ANALYSIS_SUMMARY -> value
+    hashes: dict[str, dict[str, str]]  # ANALYSIS_HASHES -> {label: value}
+    heatmap: list[list[str]]  # one row per weekday: HEATMAP_COLUMNS' values
 
 
 def _flat(mapping: dict[str, str]) -> list[str]:
@@ -120,11 +137,38 @@ def write_campaign(p: CountersCore, tenant: str, campaign: str, scopes: list[Sco
     series = {k.dashboard_series(campaign, s.job): s.series for s in scopes}
     added = yield from append_if_changed(p, campaign, series, cap, now_ms)
     lifetime = ("EXPIRE", ttl) if ttl is not None else ("PERSIST",)
-    cmds = [Cmd(campaign, (lifetime[0], key, *lifetime[1:])) for key in [*hashes, *series]]
+    analysis = [k.dashboard_analysis(campaign, s.job, f) for s in scopes for f in ANALYSIS_FIGURES]
+    cmds = [Cmd(campaign, (lifetime[0], key, *lifetime[1:])) for key in [*hashes, *series, *analysis]]
     cmds += [Cmd(DASHBOARD_ROUTE, ("HSET", k.dashboard_campaigns(tenant), campaign, status)),
              Cmd(DASHBOARD_ROUTE, ("SADD", k.dashboard_tenants(), tenant))]
     yield from call(p.router, cmds)
     return added
+
+
+def write_analysis(p: CountersCore, campaign: str, scopes: list[AnalysisFigures]) -> Plan:
+    """Replace the analysis keys of each scope the dashboards show (its hash exists), with that hash's
+    lifetime, so they expire with the campaign's. Returns the jobs written (None: the campaign total)."""
+    k = p.keys
+    ttls = yield from call(p.router, [Cmd(campaign, ("PTTL", k.dashboard(campaign, s.job))) for s in scopes])
+    shown = [(s, ttl) for s, ttl in zip(scopes, ttls) if ttl != -2]  # -2: no such key
+    hashes: dict[str, dict[str, str]] = {}
+    for s, _ in shown:
+        hashes[k.dashboard_analysis(campaign, s.job, "summary")] = s.summary
+        for figure in ANALYSIS_HASHES:
+            hashes[k.dashboard_analysis(campaign, s.job, figure)] = s.hashes.get(figure, {})
+    yield from replace_hashes(p, campaign, hashes)
+    cmds = []
+    for s, ttl in shown:
+        heatmap = k.dashboard_analysis(campaign, s.job, "heatmap")
+        values = [v for row in s.heatmap for v in row]
+        cmds.append(Cmd(campaign, ("EVALSHA", REPLACE_ROWS.sha, 1, heatmap, len(HEATMAP_COLUMNS), *HEATMAP_COLUMNS,
+                                   *values), REPLACE_ROWS))
+        for figure in ANALYSIS_FIGURES:
+            key = k.dashboard_analysis(campaign, s.job, figure)
+            cmds.append(Cmd(campaign, ("PEXPIRE", key, ttl) if ttl >= 0 else ("PERSIST", key)))
+    if cmds:
+        yield from call(p.router, cmds)
+    return [s.job for s, _ in shown]
 
 
 def write_if_newer(p: CountersCore, key: str, order: str, figures: dict[str, str]) -> Plan:

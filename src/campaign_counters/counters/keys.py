@@ -25,6 +25,9 @@ CAMPAIGN_SCOPE = "*"  # not a valid job id, so it never clashes with a job
 DASHBOARD_ROUTE = "cc-dash"  # routes commands to the slot of the dashboard keys that span campaigns
 DASHBOARD_TAG = "{" + DASHBOARD_ROUTE + "}"
 NODE_FIGURES = ("reached", "conversion", "drop_off", "choices")  # per-node dashboard hashes
+# the latest stored journey analysis of a scope, one key per panel: hashes, and the heatmap stream
+ANALYSIS_FIGURES = ("summary", "transitions", "off_script", "drop_off", "choice_users", "choice_clicks",
+                    "time_per_node", "heatmap")
 
 
 def slot_of(campaign: str) -> int:
@@ -221,6 +224,14 @@ class KeySchema:
     def dashboard_series(self, campaign: str, job: str | None = None) -> str:
         """Stream of a scope's scalar metrics, one entry per snapshot that changed them."""
         return self.dashboard(campaign, job) + ":series"
+
+    def dashboard_analysis(self, campaign: str, job: str | None, figure: str) -> str:
+        """One part (ANALYSIS_FIGURES) of a scope's latest stored analysis: a hash (`summary`: when it was
+        computed and the completion time; the others: label -> users, clicks or seconds), or the `heatmap`
+        stream (one entry per weekday, ids 1-0 to 7-0, one field per hour)."""
+        if figure not in ANALYSIS_FIGURES:
+            raise ValueError(f"unknown analysis figure {figure!r}")
+        return self.dashboard(campaign, job) + ":analysis:" + figure
 
     def dashboard_jobs(self, campaign: str) -> str:
         """Set of a campaign's job ids, for the dashboards' job variable."""

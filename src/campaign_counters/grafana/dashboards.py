@@ -11,7 +11,7 @@ from typing import Any
 
 from ..counters import dashboard as d
 from ..counters.keys import CAMPAIGN_SCOPE, KeySchema
-from .panels import bars, command, dashboard, gauge, note, row, stat, time_series, variable
+from .panels import bars, command, dashboard, gauge, heat_table, note, row, stat, stream_rows, time_series, variable
 
 KEYS = KeySchema()
 TENANT, CAMPAIGN, JOB = "${tenant}", "${campaign}", "${job}"
@@ -22,6 +22,9 @@ RATES = ("interaction_rate", "completion_rate")
 TOTALS = ("total_target_users", "total_sent_users", "total_interacted_users", "total_interactions")
 STALENESS = ("The figures are published by the snapshot of each changed campaign, which the scheduler starts "
              "every tick (10 s by default): they are at most one tick behind `campaign-counters report`.")
+ANALYSIS_FRESHNESS = ("As of the last stored analysis (*Analysis computed at*): published when one is stored, by "
+                      "`campaign-counters analyze --persist` or by the nightly check (so at most a night old when "
+                      "the nightly check runs); not live, unlike the figures above.")
 
 
 def _fields(*names: str) -> str:
@@ -68,6 +71,7 @@ def campaign() -> dict[str, Any]:
              description="Users who reached the node, as a share of those who reached the start node."),
         bars("Drop-off at each node", nodes("drop_off"), w=12, h=9, unit="percent",
              description="Users who reached the node but none of the nodes after it (0 for end nodes)."),
+        *journey_analysis(),
     ]
     variables = [
         tenant_variable(),
@@ -75,6 +79,50 @@ def campaign() -> dict[str, Any]:
         variable("job", "Job", f"HKEYS {KEYS.dashboard_jobs(CAMPAIGN)}", all_value=CAMPAIGN_SCOPE),
     ]
     return dashboard(CAMPAIGN_UID, "Campaign", f"A campaign's live report. {STALENESS}", panels, variables)
+
+
+def journey_analysis() -> list[dict[str, Any]]:
+    """The campaign dashboard's panels of the latest stored journey analysis of the scope."""
+    def part(figure: str) -> str:
+        return KEYS.dashboard_analysis(CAMPAIGN, JOB, figure)
+
+    summary = part("summary")
+    times = _fields(*(f"completion_time_{name}" for name in ("mean", "median", "p90")))
+    return [
+        row("Journey analysis: the last stored analysis, not live"),
+        note("About the analysis", f"{ANALYSIS_FRESHNESS} Definitions: docs/analysis.md. Drop-off states: "
+                                   "*went_on* (reached a next node), *waiting* (idle for less than the inactivity "
+                                   "window), *dropped* (idle for longer), as of the time it was computed.", h=3),
+        stat("Analysis computed at / published / heatmap timezone",
+             command("hmget", summary, _fields("computed_at", "published_at", "heatmap_timezone")),
+             w=10, text_values=True, description=ANALYSIS_FRESHNESS),
+        stat("Users analysed, completed", command("hmget", summary, _fields("users", "completion_time_completed")),
+             w=7, description=ANALYSIS_FRESHNESS),
+        stat("Inactivity window", command("hget", summary, "inactivity_window"), w=7, unit="s",
+             description="Idle for less than this: waiting; for longer: dropped."),
+        stat("Completion time: mean, median, p90", command("hmget", summary, times), w=12, unit="s",
+             description="The mean is exact; the median and p90 come from a log-bucket histogram, within 2.2%. "
+                         + ANALYSIS_FRESHNESS),
+        bars("Median time spent at each node", command("hgetall", part("time_per_node")), w=12, h=9, unit="s",
+             description="From arriving at a node to the next node of the user's path. " + ANALYSIS_FRESHNESS),
+        bars("Transitions: users per move", command("hgetall", part("transitions")), w=12, h=12,
+             description="Users who moved from one node to the next (\"from → to\"), every observed move. "
+                         + ANALYSIS_FRESHNESS),
+        bars("Moves that are not in the script", command("hgetall", part("off_script")), w=12, h=12,
+             description="Transitions with no such edge in the script. " + ANALYSIS_FRESHNESS),
+        bars("Drop-off states per node", command("hgetall", part("drop_off")), w=24, h=12,
+             description="Per node reached, users who went on, are waiting there, or dropped (\"node / state\"). "
+                         + ANALYSIS_FRESHNESS),
+        bars("Unique users per choice", command("hgetall", part("choice_users")), w=12, h=9,
+             description="Distinct users who made each choice (\"node / choice\"). " + ANALYSIS_FRESHNESS),
+        bars("Clicks per choice", command("hgetall", part("choice_clicks")), w=12, h=9,
+             description="Interactions per choice (\"node / choice\"), the node resolved by the script. "
+                         + ANALYSIS_FRESHNESS),
+        heat_table("Best time to send: interactions per weekday and hour", stream_rows(part("heatmap")),
+                   list(d.HEATMAP_COLUMNS), w=24, h=8,
+                   description="Interactions per local weekday and hour, in the tenant's timezone (*heatmap_timezone* "
+                               "of the analysis). " + ANALYSIS_FRESHNESS),
+    ]
 
 
 def tenant_overview() -> dict[str, Any]:

@@ -29,6 +29,11 @@ def command(name: str, key: str, field: str | None = None) -> dict[str, Any]:
     return query
 
 
+def stream_rows(key: str) -> dict[str, Any]:
+    """XRANGE over a whole stream (`start` -, `end` +), whatever the dashboard's time range: a table's rows."""
+    return {**command("xrange", key), "start": "-", "end": "+"}
+
+
 def panel(kind: str, title: str, query: dict[str, Any] | None, *, w: int = 6, h: int = 5,
           description: str = "", unit: str | None = None, options: dict[str, Any] | None = None,
           defaults: dict[str, Any] | None = None, transformations: list[dict[str, Any]] | None = None
@@ -80,6 +85,15 @@ def time_series(title: str, query: dict[str, Any], fields: list[str], **kw: Any)
     defaults = {"custom": {"drawStyle": "line", "lineInterpolation": "stepAfter", "showPoints": "always",
                            "spanNulls": True}}
     return panel("timeseries", title, query, options=options, defaults=defaults, transformations=[keep], **kw)
+
+
+def heat_table(title: str, query: dict[str, Any], fields: list[str], **kw: Any) -> dict[str, Any]:
+    """A table keeping `fields` (the stream's ids and times dropped), number cells coloured by value."""
+    keep = {"id": "filterFieldsByName", "options": {"include": {"names": fields}}}
+    defaults = {"color": {"mode": "continuous-GrYlRd"}, "custom": {"align": "center",
+                                                                 "cellOptions": {"type": "color-background"}}}
+    options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}}
+    return panel("table", title, query, options=options, defaults=defaults, transformations=[keep], **kw)
 
 
 def note(title: str, markdown: str, *, w: int = GRID_WIDTH, h: int = 3) -> dict[str, Any]:

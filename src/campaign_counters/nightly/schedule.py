@@ -154,7 +154,7 @@ def run_night(counters: Counters, store: ReportStore, history_src: str | None, t
                             "after_repair": None if result.after_repair is None else len(result.after_repair)}
         publish_nightly_run(counters, tenant, day.isoformat(), result.output())
         store_overviews(store, docs, counters, force=force)
-        persist_analysis(store, [a for a in result.analyses if a["campaign"] not in result.repaired])
+        persist_analysis(store, [a for a in result.analyses if a["campaign"] not in result.repaired], counters)
         out["overviews"] = periods_ending(day)
     except Refused as exc:
         log.warning("nightly %s %s refused, the night stays pending: %s", tenant, day, exc)

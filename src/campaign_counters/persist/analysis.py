@@ -24,6 +24,7 @@ from ..errors import NotFound, ValidationError
 from ..reports import iso_ms
 from ..script import parse_script
 from ..stores import ReportStore
+from .dashboard import publish_analyses
 
 PAGE = 2000
 
@@ -106,17 +107,41 @@ def live_analysis(counters: Counters, tenant: str, campaign: str, job: str | Non
     return live_analyses(counters, tenant, campaign, [job], **options)[0]
 
 
-def persist_analysis(store: ReportStore, analyses: list[dict[str, Any]]) -> int:
+SCOPE = ("tenant", "campaign", "job")
+
+
+def analysis_field(result: dict[str, Any]) -> dict[str, Any]:
+    """An analysis without its scope: the value of a report's `analysis` field (live or stored)."""
+    return {k: v for k, v in result.items() if k not in SCOPE}
+
+
+def report_with_analysis(counters: Counters, tenant: str, campaign: str, job: str | None = None,
+                         **options: Any) -> dict[str, Any]:
+    """The live report of a campaign (or one job) with its live analysis in field `analysis`.
+
+    The report reads O(nodes x jobs); the analysis scans every user's record
+    (O(users), as `live_analyses`). Options (`now_ms`, `window_s`, `page`) and
+    errors as `live_analyses`.
+    """
+    report = counters.report(tenant, campaign, job)
+    report["analysis"] = analysis_field(live_analysis(counters, tenant, campaign, job, **options))
+    return report
+
+
+def persist_analysis(store: ReportStore, analyses: list[dict[str, Any]], counters: Counters | None = None) -> int:
     """Store analyses in their CampaignReports documents (field `analysis`); returns how many were stored.
 
     A scope without a stored report (never snapshotted) is skipped: snapshot first.
+    With `counters`, the stored ones are also published to the dashboards' read model.
     """
-    stored = 0
+    stored = []
     for a in analyses:
         doc = store.campaign_report(a["tenant"], a["campaign"], a["job"])
         if doc is None:
             continue
-        doc["analysis"] = {k: v for k, v in a.items() if k not in ("tenant", "campaign", "job")}
+        doc["analysis"] = analysis_field(a)
         store.upsert_campaign_reports([doc])
-        stored += 1
-    return stored
+        stored.append(a)
+    if counters is not None and stored:
+        publish_analyses(counters, stored)
+    return len(stored)

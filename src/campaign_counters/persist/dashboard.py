@@ -69,6 +69,44 @@ def publish_campaign(counters: Counters, tenant: str, campaign: str, docs: Itera
                                            ttl, now_ms))
 
 
+TRANSITION_SEP = " → "  # a move's field in the transitions hashes: "<from> → <to>"
+
+
+def analysis_figures(job: str | None, analysis: dict[str, Any], published_at: str) -> d.AnalysisFigures:
+    """The dashboard figures of one scope's analysis (the `analysis` field of its CampaignReports document)."""
+    summary = {"computed_at": analysis["now"], "published_at": published_at,
+               "inactivity_window": text(analysis["inactivity_window"]), "users": text(analysis["users"]),
+               "heatmap_timezone": analysis["heatmap"]["timezone"]}
+    ct = analysis["completion_time"]
+    summary.update({f"completion_time_{name}": text(ct[name]) for name in d.COMPLETION_TIME
+                    if ct.get(name) is not None})
+    moves = {t["from"] + TRANSITION_SEP + t["to"]: t for t in analysis["transitions"]}
+    hashes = {
+        "transitions": {label: text(t["users"]) for label, t in moves.items()},
+        "off_script": {label: text(t["users"]) for label, t in moves.items() if not t["in_script"]},
+        "drop_off": {f"{row['node']}{CHOICE_SEP}{state}": text(row[state])
+                     for row in analysis["drop_off"] for state in d.DROP_OFF_STATES},
+        "choice_users": {f"{c['node']}{CHOICE_SEP}{c['choice']}": text(c["users"]) for c in analysis["choices"]},
+        "choice_clicks": {f"{c['node']}{CHOICE_SEP}{c['choice']}": text(c["clicks"]) for c in analysis["choices"]},
+        "time_per_node": {t["node"]: text(t["median"]) for t in analysis["time_per_node"]
+                          if t.get("median") is not None},
+    }
+    heat = analysis["heatmap"]
+    rows = [[day, *(text(n) for n in hours)] for day, hours in zip(heat["weekdays"], heat["interactions"])]
+    return d.AnalysisFigures(job, summary, hashes, rows)
+
+
+def publish_analyses(counters: Counters, analyses: Iterable[dict[str, Any]]) -> int:
+    """Publish stored analyses (as `live_analyses` gives them) to their campaign dashboards; returns how many
+    scopes were published (a scope the dashboards do not show, never snapshotted or expired, is skipped)."""
+    published_at = iso_ms(int(time.time() * 1000)) or ""
+    by_campaign: dict[str, list[d.AnalysisFigures]] = {}
+    for a in analyses:
+        by_campaign.setdefault(a["campaign"], []).append(analysis_figures(a["job"], a, published_at))
+    return sum(len(counters.run(d.write_analysis(counters, campaign, scopes)))
+               for campaign, scopes in by_campaign.items())
+
+
 def operations_figures(dirty: list[tuple[str, str | None, Any]], rejected: dict[str, dict[str, int]],
                        inputs: d.OpsInputs, now_ms: int) -> tuple[dict[str, str], dict[str, str]]:
     """(ops hash, rejections by reason) from the tick's readings."""
