@@ -99,7 +99,11 @@ def test_other_tenant_and_unknown_things_are_not_found(cli, script_file):
     assert res.exit_code == 4 and res.stdout == ""
     assert cli("journey", "--tenant", T, "--campaign", C, "--job", "j", "--user", "nobody").exit_code == 4
     res = cli("script", "load", "--tenant", "someone-else", "--campaign", C, script_file)
-    assert res.exit_code == 2 and "another tenant" in res.stderr
+    assert res.exit_code == 4 and res.stdout == ""  # as for report: nothing says the campaign exists
+    report = cli("report", "--tenant", "someone-else", "--campaign", C).stderr
+    unknown = cli("report", "--tenant", "someone-else", "--campaign", "never-seen").stderr
+    assert res.stderr.strip() and report.startswith(res.stderr.strip())
+    assert report.replace(C, "X") == unknown.replace("never-seen", "X")  # another tenant's = an unknown campaign
 
 
 def test_bad_ids_are_usage_errors(cli):

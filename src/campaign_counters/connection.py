@@ -43,13 +43,19 @@ class RedisTarget:
         return redact(self.url)
 
 
+_SECRET_PARAM = re.compile(r"([?&](?:password|pass|pwd|secret|token)=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its password (`user:pass@` or `?password=`), for logs and error messages."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL we can split: hide whatever sits before an @
+        password = None
+        url = re.sub(r"//[^@/]*@", "//***@", url)
+    if password is not None:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return _SECRET_PARAM.sub(r"\1***", url)
 
 
 def parse_redis_url(url: str) -> RedisTarget:
@@ -87,9 +93,8 @@ _lock = threading.Lock()
 
 
 def home_dir(home: str | os.PathLike | None = None) -> Path:
-    path = Path(home or os.environ.get("CAMPAIGN_COUNTERS_HOME") or DEFAULT_HOME)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The data directory (absolute, not created): `home`, else $CAMPAIGN_COUNTERS_HOME, else ./.campaign-counters."""
+    return Path(home or os.environ.get("CAMPAIGN_COUNTERS_HOME") or DEFAULT_HOME).absolute()
 
 
 def maxmemory(value: str | None = None) -> str:
@@ -108,7 +113,9 @@ def embedded_url(home: str | os.PathLike | None = None) -> str:
     A server started here gets `maxmemory()` with the noeviction policy.
     """
     limit = maxmemory()
-    path = home_dir(home).resolve()
+    path = home_dir(home)
+    path.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()
     db = str(path / "redis.rdb")
     with _lock:
         server = _embedded.get(db)

@@ -159,7 +159,9 @@ class MongoHistory(HistorySource):
         except self._errors as exc:
             if isinstance(exc, (ValidationError, BackendError)):
                 raise
-            raise BackendError(f"history {redact(self.url)}: {type(exc).__name__}: {exc}") from exc
+            from ..stores.mongo import mongo_cause
+
+            raise BackendError(f"history {redact(self.url)}: {mongo_cause(exc)}") from exc
 
     def close(self) -> None:
         self.client.close()

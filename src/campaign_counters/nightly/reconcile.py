@@ -112,6 +112,17 @@ def _live(counters: Counters, tenant: str, campaign: str, job: str | None) -> di
         return None
 
 
+def _refuse_unknown(counters: Counters, store: ReportStore | None, tenant: str, truths: dict[str, CampaignTruth],
+                    named: set[str]) -> None:
+    """NotFound when a campaign named by the caller has no events in the history, no live data, nothing stored."""
+    unknown = sorted(c for c in named if not truths[c].has_events and _live(counters, tenant, c, None) is None
+                     and (store is None or not store.campaign_reports(tenant, c)))
+    if unknown:
+        raise NotFound(f"campaign {unknown[0]!r} of tenant {tenant!r} has no data: no events in the history, "
+                       "nothing live, nothing stored" + (f" (nor {', '.join(map(repr, unknown[1:]))})"
+                                                         if unknown[1:] else ""))
+
+
 def _live_jobs(counters: Counters, tenant: str, campaign: str) -> set[str]:
     """Jobs with live keys, when the campaign is this tenant's."""
     meta = counters.run(m.campaign_meta(counters, campaign))
@@ -150,9 +161,11 @@ def reconcile(
     with live keys. Every job known to the history, Redis or the store is
     checked. `progress` hears each campaign checked, `read_progress` how far
     the history has been read. Raises `Refused` (nothing written) when a
-    repair would shrink a campaign's counts, unless `force`.
+    repair would shrink a campaign's counts, unless `force`; `NotFound` when
+    a campaign named in `campaigns` has no events, live data or stored report.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
+    named: set[str] = set()
     if campaigns is None:
         start_ms = end_ms = None
         if day is not None:
@@ -161,7 +174,11 @@ def reconcile(
         campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms, progress=read_progress)}
         if day is None:
             campaigns |= _live_campaigns(counters, tenant)
+    else:
+        named = set(campaigns)
     truths = _truths(counters, history, tenant, campaigns, read_progress)
+    if record and named:
+        _refuse_unknown(counters, store, tenant, truths, named)
     result = ReconcileResult(tenant, campaigns=sorted(truths))
     drifted: set[str] = set()
     losses: dict[str, list[guard.Loss]] = {}
