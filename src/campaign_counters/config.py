@@ -138,10 +138,11 @@ def positive_number(name: str, default: float, kind: type) -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    what = "whole number" if kind is int else "number"
     try:
         value = kind(raw)
     except ValueError:
-        raise ValidationError(name, f"must be a positive {kind.__name__}, got {raw!r}") from None
+        raise ValidationError(name, f"must be a positive {what}, got {raw!r}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise ValidationError(name, f"must be a positive {kind.__name__}, got {raw!r}")
+        raise ValidationError(name, f"must be a positive {what}, got {raw!r}")
     return value

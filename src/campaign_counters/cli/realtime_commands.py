@@ -47,7 +47,7 @@ def script_load(cfg: Config, tenant: str, campaign: str, file: BinaryIO, fmt: st
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValidationError("file", f"{file.name}: not valid UTF-8 (byte {exc.start + 1})") from None
+        raise ValidationError("file", f"{getattr(file, 'name', '-')}: not valid UTF-8 (byte {exc.start + 1})") from None
     counters, store = checked_writer(cfg)
     try:
         graph = counters.load_script(tenant, campaign, text)
@@ -142,7 +142,8 @@ def record(cfg: Config, file: BinaryIO, chunk: int, fmt: str) -> None:
                 say(f"... {seen:,} lines ({rate:,.0f}/s)")
                 next_progress += 100_000
     except KeyboardInterrupt:
-        source = "-" if file.name in ("<stdin>", "-") else file.name
+        source = getattr(file, "name", "-")
+        source = "-" if source in ("<stdin>", "-") else source
         resume = (f"tail -n +{done_through + 1} {source} | {program()} record -" if source != "-"
                   else f"skip the first {done_through:,} lines of the input and record the rest")
         say(f"interrupted: lines 1-{done_through:,} were recorded ({totals['accepted']:,} events accepted); "
