@@ -28,8 +28,13 @@ def check_store_url(url: str, field: str = "store-url") -> str:
     if scheme not in SCHEMES:
         raise ValidationError(field, f"unsupported store URL {redact(url)!r}: use sqlite:///relative.db, "
                                      "sqlite:////absolute/path.db or mongodb://host/db")
-    if scheme == "sqlite" and (not url[len("sqlite://"):].startswith("/") or len(url) <= len("sqlite:///")):
-        raise ValidationError(field, f"{url!r} needs a file path: sqlite:///relative.db or sqlite:////absolute/path.db")
+    if scheme == "sqlite":
+        from .sqlite import sqlite_path  # the standard library's sqlite3 only
+
+        try:
+            sqlite_path(url)
+        except ValidationError as exc:
+            raise ValidationError(field, exc.reason) from None
     return scheme
 
 
