@@ -57,7 +57,7 @@ def _wanted(ev: Event, tenant: str, campaigns: set[str] | None, start_ms: int | 
 
 
 class JsonlHistory(HistorySource):
-    """A JSON Lines file of events (DESIGN 3.1); bad lines are skipped and counted."""
+    """A JSON Lines file of events (docs/events.md); bad lines are skipped and counted."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)

@@ -166,7 +166,7 @@ class CampaignTruth:
 
 
 
-# -- overviews (DESIGN 3.4) -----------------------------------------------------
+# -- overviews (docs/metrics.md) -----------------------------------------------
 
 PERIODS = ("daily", "weekly", "monthly")
 
