@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -142,3 +143,14 @@ def test_ctrl_c_during_record_says_what_was_recorded_and_how_to_resume(redis_url
     assert "interrupted: lines 1-10 were recorded (10 events accepted)" in err
     assert "skip the first 10 lines" in err
     assert json.loads(out) == {"accepted": 10, "duplicates": 0, "rejected": 0}
+
+
+def test_the_demo_hint_is_a_command_that_runs_as_printed(redis_url, tmp_path):
+    env = {"CAMPAIGN_COUNTERS_REDIS_URL": redis_url, "CAMPAIGN_COUNTERS_STORE_URL": f"sqlite:///{tmp_path}/r.db"}
+    res = CliRunner().invoke(main, ["demo", "--users", "50"], env=env)
+    hint = next(line for line in res.stderr.splitlines() if line.startswith("next: ")).removeprefix("next: ")
+    words = shlex.split(hint)
+    assert words[0] == "campaign-counters" or os.path.isabs(words[0])  # never a bare name that is not on PATH
+    done = subprocess.run(words, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    assert "funnel_data" in done.stdout
