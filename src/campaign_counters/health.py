@@ -117,12 +117,15 @@ def spool_health(counters: Counters) -> dict[str, Any]:
     """What chat-service clients report of their local spools: events waiting, and events lost to a full one."""
     keys = counters.keys
     found, raw = _safe(lambda: counters.run(call(counters.router, [
-        Cmd(None, ("HGETALL", keys.spool_status())), Cmd(None, ("HGETALL", keys.spool_overflowed()))])))
+        Cmd(None, ("HGETALL", keys.spool_status())), Cmd(None, ("HGETALL", keys.spool_overflowed())),
+        Cmd(None, ("HGETALL", keys.spool_oldest()))])))
     if not found:
         return {"ok": False, "error": raw}
     waiting = {k.decode(): int(v) for k, v in as_dict(raw[0]).items() if v.isdigit()}
     lost = {k.decode(): int(v) for k, v in as_dict(raw[1]).items() if v.isdigit()}
-    out: dict[str, Any] = {"ok": not lost, "events": sum(waiting.values()), "clients": waiting}
+    since = [int(v) for k, v in as_dict(raw[2]).items() if v.isdigit() and k.decode() in waiting]
+    out: dict[str, Any] = {"ok": not lost, "events": sum(waiting.values()), "clients": waiting,
+                           "oldest_age_s": max(0, int(time.time()) - min(since)) if since else 0}
     if lost:
         out["overflowed"] = lost
         out["problem"] = ("a spool was full and events were lost (their ids are in the client's log): raise "

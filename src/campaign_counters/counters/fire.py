@@ -167,9 +167,15 @@ class Firer:
             return
         self._status_at = time.monotonic()
         status = self.spool.status()
+        self.stats["spool_waiting"] = status.events
+        self.stats["spool_oldest_age_s"] = int(time.time() - status.oldest) if status.oldest else 0
         keys = self.client.keys
-        cmds = [Cmd(None, ("HSET", keys.spool_status(), self._client_id, status.events) if status.events
-                    else ("HDEL", keys.spool_status(), self._client_id))]
+        if status.events:
+            cmds = [Cmd(None, ("HSET", keys.spool_status(), self._client_id, status.events)),
+                    Cmd(None, ("HSET", keys.spool_oldest(), self._client_id, int(status.oldest or time.time())))]
+        else:
+            cmds = [Cmd(None, ("HDEL", keys.spool_status(), self._client_id)),
+                    Cmd(None, ("HDEL", keys.spool_oldest(), self._client_id))]
         if status.overflowed:
             cmds.append(Cmd(None, ("HSET", keys.spool_overflowed(), self._client_id, status.overflowed)))
         try:

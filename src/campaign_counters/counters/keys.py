@@ -181,6 +181,10 @@ class KeySchema:
         """Hash client (host:pid) -> events waiting in its local spool (as the client last reported)."""
         return f"{self.prefix}spool"
 
+    def spool_oldest(self) -> str:
+        """Hash client (host:pid) -> Unix time the oldest event waiting in its local spool was spooled."""
+        return f"{self.prefix}spool:oldest"
+
     def spool_overflowed(self) -> str:
         """Hash client (host:pid) -> events its local spool could not keep (full): lost."""
         return f"{self.prefix}spool:overflowed"

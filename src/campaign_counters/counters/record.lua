@@ -106,7 +106,7 @@ do
   local got = call('HMGET', K_META, unpack(want))
   for i = 1, #want do meta[want[i]] = got[i] end
   for i = 1, #names, 1000 do
-    local part = {unpack(names, i, math.min(i + 999, #names))}
+    local part = #names <= 1000 and names or {unpack(names, i, math.min(i + 999, #names))}
     local raws = call('HMGET', K_USERS, unpack(part))
     for k = 1, #part do
       local u = raws[k] and cmsgpack.unpack(raws[k]) or {{'', '', 0}}
@@ -129,7 +129,7 @@ do
     end
   end
   for i = 1, #wanted, 1000 do
-    local part = {unpack(wanted, i, math.min(i + 999, #wanted))}
+    local part = #wanted <= 1000 and wanted or {unpack(wanted, i, math.min(i + 999, #wanted))}
     local got2 = call('HMGET', K_IDS, unpack(part))
     for k = 1, #part do buckets[part[k]] = got2[k] or '' end
   end
@@ -145,14 +145,20 @@ local function facts(v)
   if not v then return nil end
   local f = facts_cache[v]
   if not f then
-    local B = {byte(v, 1, -1)}
-    local idx, S, P = B[1] * 256 + B[2], {}, {}
+    local h, l, e, sh, sl = byte(v, 1, 5)
+    local idx, S, P = h * 256 + l, {}, {}
     local at = 6
-    for i = 1, B[4] * 256 + B[5] do S[i] = B[at] * 256 + B[at + 1]; at = at + 2 end
-    local np = B[at] * 256 + B[at + 1]
+    for i = 1, sh * 256 + sl do
+      local a, c = byte(v, at, at + 1)
+      S[i] = a * 256 + c; at = at + 2
+    end
+    local ph, pl = byte(v, at, at + 1)
     at = at + 2
-    for i = 1, np do P[i] = B[at] * 256 + B[at + 1]; at = at + 2 end
-    f = {idx, B[3] == 1, S, P, 'r:' .. idx}
+    for i = 1, ph * 256 + pl do
+      local a, c = byte(v, at, at + 1)
+      P[i] = a * 256 + c; at = at + 2
+    end
+    f = {idx, e == 1, S, P, 'r:' .. idx}
     facts_cache[v] = f
   end
   return f
@@ -161,6 +167,16 @@ end
 -- The user reached node f: count it (in A, and out of B when given), and
 -- note the nodes it went on from.  R and K are sorted index lists.
 local kname = {}
+local function gone_on(K, x, A, B)  -- note that the user went on from node x (once)
+  local k = #K
+  for j = 1, k do if K[j] == x then return end end
+  while k > 0 and K[k] > x do K[k + 1] = K[k]; k = k - 1 end
+  K[k + 1] = x
+  local kf = kname[x]
+  if not kf then kf = 'k:' .. x; kname[x] = kf end
+  A[kf] = (A[kf] or 0) + 1
+  if B then B[kf] = (B[kf] or 0) - 1 end
+end
 local function reach(R, K, f, A, B)
   local idx = f[1]
   local i = #R
@@ -169,30 +185,17 @@ local function reach(R, K, f, A, B)
   R[i + 1] = idx
   A[f[5]] = (A[f[5]] or 0) + 1
   if B then B[f[5]] = (B[f[5]] or 0) - 1 end
-  local on = {}
-  local S = f[3]
+  local S, n = f[3], #R
   for s = 1, #S do
     local x = S[s]
-    for j = 1, #R do if R[j] == x then on[1] = idx; break end end
-    if on[1] then break end
+    local hit = false
+    for j = 1, n do if R[j] == x then hit = true; break end end
+    if hit then gone_on(K, idx, A, B); break end
   end
   local P = f[4]
   for p = 1, #P do
     local x = P[p]
-    for j = 1, #R do if R[j] == x then on[#on + 1] = x; break end end
-  end
-  for o = 1, #on do
-    local x = on[o]
-    local k, known = #K, false
-    for j = 1, k do if K[j] == x then known = true; break end end
-    if not known then
-      while k > 0 and K[k] > x do K[k + 1] = K[k]; k = k - 1 end
-      K[k + 1] = x
-      local kf = kname[x]
-      if not kf then kf = 'k:' .. x; kname[x] = kf end
-      A[kf] = (A[kf] or 0) + 1
-      if B then B[kf] = (B[kf] or 0) - 1 end
-    end
+    for j = 1, n do if R[j] == x then gone_on(K, x, A, B); break end end
   end
 end
 
@@ -538,14 +541,14 @@ for b = 0, #E - 1, FIELDS do
         local have = 0
         if h[2] == dn then have = h[3] elseif dn > h[2] then h[2], h[3] = dn, 0 end
         if band(bits, 1) ~= 0 and band(have, 1) == 0 then
-          local set = hll[dref]; if not set then set = {}; hll[dref] = set end; set[user] = true
-          set = hll[dref + 3]; if not set then set = {}; hll[dref + 3] = set end; set[user] = true
+          local m = hll[dref]; if not m then m = {}; hll[dref] = m end; m[#m + 1] = user
+          m = hll[dref + 3]; if not m then m = {}; hll[dref + 3] = m end; m[#m + 1] = user
         end
         if band(bits, 2) ~= 0 and band(have, 2) == 0 then
-          local set = hll[dref + 1]; if not set then set = {}; hll[dref + 1] = set end; set[user] = true
+          local m = hll[dref + 1]; if not m then m = {}; hll[dref + 1] = m end; m[#m + 1] = user
         end
         if band(bits, 4) ~= 0 and band(have, 4) == 0 then
-          local set = hll[dref + 2]; if not set then set = {}; hll[dref + 2] = set end; set[user] = true
+          local m = hll[dref + 2]; if not m then m = {}; hll[dref + 2] = m end; m[#m + 1] = user
         end
         if h[2] == dn then h[3] = bor(h[3], bits) end
         if etype == 'i' then
@@ -605,11 +608,7 @@ for key, a in pairs(incr) do
     if v ~= 0 then call('HINCRBY', key, f, v == 1 and '1' or v) end
   end
 end
-for ref, set in pairs(hll) do
-  local members = {}
-  for m in pairs(set) do members[#members + 1] = m end
-  chunked('PFADD', KEYS[ref], members)
-end
+for ref, members in pairs(hll) do chunked('PFADD', KEYS[ref], members) end  -- repeats are harmless
 if #logged > 0 then call('APPEND', K_LOG, table.concat(logged, SEP) .. SEP) end
 if #tail > 0 then call('XADD', K_TAIL, '*', 'e', cmsgpack.pack(tail)) end
 if applied > 0 and not meta['dirty'] then
