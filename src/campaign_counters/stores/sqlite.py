@@ -88,8 +88,10 @@ class SQLiteStore(ReportStore):
                                                f"four: absolute); /{path} exists: did you mean sqlite:////{path}?")
         try:
             if read_only:
-                if path == ":memory:" or not Path(path).is_file():
+                if path == ":memory:" or not Path(path).exists():
                     raise StoreAbsent(f"report store {path}: no such file (nothing was persisted there yet)")
+                if not Path(path).is_file():
+                    raise BackendError(f"report store {path}: not a file")
                 self._db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
                                            check_same_thread=False, timeout=READ_TIMEOUT)
                 found = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='campaign_reports'").fetchone()
