@@ -1,6 +1,7 @@
 """Server cost of record.lua in CPU instructions, counted by valgrind (callgrind).
 
     python bench/bench_instructions.py              # ~3 minutes; --events 100000
+    python bench/bench_instructions.py --anatomy    # where a single-event call's instructions go
     apt-get install -y valgrind                     # if it is missing
 
 Wall-clock numbers on a shared 2-core machine move by ±30% from run to run;
@@ -76,6 +77,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--single", type=int, default=5_000, help="events sent one per call")
+    ap.add_argument("--anatomy", action="store_true",
+                    help="cost of single-event calls whose script body is cut short: the fixed floor of a call")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind not found: apt-get install -y valgrind")
@@ -128,6 +131,13 @@ def main() -> None:
                 pipe.execute()
         pipe.execute()
 
+    if args.anatomy:
+        try:
+            anatomy(evs, singles, setup, call_of, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
+
     try:
         base = instructions(idle, tmp)
         bulk = instructions(record, tmp)
@@ -142,6 +152,51 @@ def main() -> None:
          f"{per_single / per_hincrby:.1f}x"),
         ("baseline: one pipelined HINCRBY", f"{per_hincrby:,.0f}", "1.0x"),
     ], (f"redis-server instructions per event ({len(evs):,} events)", "instructions", "vs baseline")))
+
+
+ANATOMY = [  # (what, script body): each is run with record.lua's own KEYS and ARGV, one event per call
+    ("EVALSHA with record.lua's KEYS/ARGV, body `return 1`", "return 1"),
+    ("+ decode the event (cmsgpack.unpack)", "local E = cmsgpack.unpack(ARGV[9]) return 1"),
+    ("+ one redis.call (HINCRBY)", "local E = cmsgpack.unpack(ARGV[9]) redis.call('HINCRBY', KEYS[3], 'x', 1) return 1"),
+    ("+ GET epoch, HMGET 9 meta fields", "local E = cmsgpack.unpack(ARGV[9]) redis.call('GET', KEYS[8]) "
+     "redis.call('HMGET', KEYS[1], 'tenant', 'gen', 'dirty', 'repairing', '#n', '#d', 'start', 'ids:L', 'ids:p') "
+     "return 1"),
+]
+
+
+def anatomy(evs: list, singles: list, setup, call_of, tmp: str) -> None:
+    """Instructions per single-event call for trivial bodies beside record.lua's: the part no script can avoid."""
+    from campaign_counters.counters.records import RECORD
+
+    def singly(body: str):
+        def workload(port: int) -> None:
+            c, _ = setup(port)
+            raw = redis.Redis(port=port)
+            raw.script_load(RECORD.source)
+            for i in range(0, len(evs), 500):
+                raw.execute_command(*call_of(c, evs[i:i + 500]).args)
+            sha = raw.script_load(body)
+            for ev in singles:
+                args = list(call_of(c, [ev]).args)
+                args[1] = sha
+                raw.execute_command(*args)
+            c.close()
+        return workload
+
+    def bulk_only(port: int) -> None:
+        c, _ = setup(port)
+        raw = redis.Redis(port=port)
+        raw.script_load(RECORD.source)
+        for i in range(0, len(evs), 500):
+            raw.execute_command(*call_of(c, evs[i:i + 500]).args)
+        c.close()
+
+    base = instructions(bulk_only, tmp)
+    rows = []
+    for what, body in ANATOMY + [("record.lua itself", RECORD.source)]:
+        per = (instructions(singly(body), tmp) - base) / len(singles)
+        rows.append((what, f"{per:,.0f}"))
+    print(table(rows, (f"one event per call ({len(singles):,} calls)", "instructions per call")))
 
 
 if __name__ == "__main__":

@@ -263,8 +263,8 @@ def _chat_process(url: str, spool_dir: str, events: list, pace: float, done_path
 
 
 def chat_events() -> list[dict]:
-    """About 50,000 events of several thousand users, half of them without an id."""
-    events = random_events(OFFER_SCRIPT, 11_000, seed=71, dup_rate=0.0)[:EVENTS]
+    """50,000 events of 12,500 users, half of them without an id."""
+    events = random_events(OFFER_SCRIPT, 12_500, seed=71, dup_rate=0.0)[:EVENTS]
     for i, e in enumerate(events):
         if i % 2:
             e.pop("id")
@@ -277,6 +277,7 @@ def test_an_outage_under_four_firing_processes_loses_nothing_and_counts_nothing_
     setup.load_script(T, C, OFFER_SCRIPT)
     setup.close()
     events = chat_events()
+    assert len(events) == EVENTS
     shares = [events[i::PROCESSES] for i in range(PROCESSES)]
     spool_dir = str(tmp_path / "spool")
     pace = 1500.0  # events/s per process: ~8 s of firing, the outage in the middle

@@ -11,7 +11,8 @@ previous batch was on its way) and sends it with `record_many`: up to
 `script_batch` events of a campaign per script call, so under load batches
 grow and a call's fixed cost in Redis is shared. What cannot be delivered
 (unsent, unknown outcome, or fired while `max_in_flight` events already
-wait) goes to the local spool; the spool is replayed when Redis takes a
+wait; those are written SPILL_BATCH at a time, within SPILL_AFTER) goes to
+the local spool; the spool is replayed when Redis takes a
 batch again. `close(timeout)` returns within `timeout`: whatever is still
 queued or on its way then is spooled (a copy of an event that does arrive
 is a harmless duplicate).
@@ -38,6 +39,8 @@ from .transport import Cmd, call
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0  # seconds between two reports of the spool's state into Redis
+SPILL_BATCH = 256  # events fired beyond max_in_flight are written to the spool this many at a time (one fsync)
+SPILL_AFTER = 0.05  # ... or once the first of them waited this long (seconds)
 
 
 def with_id(ev: Event) -> Event:
@@ -61,6 +64,9 @@ class Firer:
         self._count_invalid = count_invalid
         self._queue: deque[Event] = deque()
         self._sending: list[Event] = []
+        self._overflow: list[Event] = []  # fired beyond max_in_flight, on their way to the spool
+        self._overflow_since = 0.0
+        self._spilling = 0  # events being written to the spool right now
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -78,32 +84,49 @@ class Firer:
             self.stats["rejected"] += 1
             self._count_invalid(exc.field)
             return
+        spill = False
         with self._cond:
             self.stats["fired"] += 1
-            if self.client is None or self._closing or len(self._queue) + len(self._sending) >= self.max_in_flight:
+            if self.client is None or self._closing:
                 spill = True
+            elif len(self._queue) + len(self._sending) >= self.max_in_flight:
+                # Overload: to the spool, a batch at a time so that a burst costs one fsync per batch.
+                if not self._overflow:
+                    self._overflow_since = time.monotonic()
+                self._overflow.append(ev)
+                spill = len(self._overflow) >= SPILL_BATCH or time.monotonic() - self._overflow_since >= SPILL_AFTER
+                ev = None
             else:
-                spill = False
                 self._queue.append(ev)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="campaign-counters-fire", daemon=True)
                     self._thread.start()
                 self._cond.notify()
         if spill:
-            self._spill([ev])
+            self._spill([ev] if ev is not None else [])
+
+
 
     def _spill(self, events: list[Event]) -> None:
-        kept = self.spool.append(events)
-        self.stats["spooled"] += kept
+        """Write `events` and whatever overflowed so far to the spool."""
+        with self._cond:
+            events, self._overflow = self._overflow + events, []
+            self._spilling += len(events)
+        try:
+            if events:
+                self.stats["spooled"] += self.spool.append(events)
+        finally:
+            with self._cond:
+                self._spilling -= len(events)
 
     def _take(self) -> list[Event] | None:
         """The next batch: what was fired within the window (None: closing and nothing left)."""
         settings = self.client.settings
         with self._cond:
             while not self._queue and not self._closing:
-                self._cond.wait(timeout=STATUS_EVERY)
+                self._cond.wait(timeout=SPILL_AFTER if self._overflow else STATUS_EVERY)
                 if not self._queue:
-                    return []  # idle: a chance to report the spool and replay it
+                    return []  # idle: a chance to spill overflow, report the spool and replay it
             if not self._queue:
                 return None
             window_ends = time.monotonic() + settings.fire_window
@@ -134,6 +157,8 @@ class Firer:
                     delivered = False
                 with self._cond:
                     self._sending = []
+            if self._overflow:
+                self._spill([])
             if delivered:
                 self._replay()
             self._report()
@@ -184,14 +209,17 @@ class Firer:
             pass
 
     def waiting(self) -> int:
-        """Events queued or being sent."""
+        """Events queued, being sent, or on their way to the spool."""
         with self._cond:
-            return len(self._queue) + len(self._sending)
+            return len(self._queue) + len(self._sending) + len(self._overflow) + self._spilling
 
     def flush(self, timeout: float) -> bool:
         """Wait until what was fired has been sent or spooled; False when `timeout` ran out first."""
         deadline = time.monotonic() + timeout
         while self.waiting():
+            if self._thread is None and self._overflow:  # no sender to write the overflow
+                self._spill([])
+                continue
             if time.monotonic() >= deadline:
                 return False
             with self._cond:
