@@ -34,6 +34,7 @@ def load_revision(rev: str):
         f.write(text.replace("from .errors import", "from campaign_counters.errors import"))
     spec = importlib.util.spec_from_file_location("events_baseline", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["events_baseline"] = module  # dataclasses look their module up while building the class
     spec.loader.exec_module(module)
     return module
 
