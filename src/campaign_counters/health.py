@@ -6,7 +6,11 @@ marks and per-user state, so counts go wrong silently), its memory is above
 90% of `maxmemory`, or it has refused commands for lack of memory; Redis
 lost its data (its epoch marker is not the one the report store remembers);
 campaigns wait for `reconcile --repair`; a chat-service spool overflowed; a
-job's worker died and nobody re-queued it; a tenant's night was not checked.
+job's worker died and nobody re-queued it; a tenant's night was not checked;
+a campaign's events were refused for naming more nodes than a campaign may
+have. A campaign that hit a cap which keeps every event counted, only
+coarser (distinct choices per node, distinct local days), is a warning: one
+line per campaign and cap, health stays ok.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from .connection import redact
 from .counters import Counters
 from .counters import maintenance as m
+from .counters.records import MAX_NODES
 from .counters.transport import Cmd, as_dict, call
 from .nightly.schedule import nights_health
 from .persist import durable
@@ -133,6 +138,29 @@ def spool_health(counters: Counters) -> dict[str, Any]:
     return out
 
 
+def caps_health(counters: Counters) -> dict[str, Any]:
+    """One line per campaign and cap it hit; not ok when a cap refused events (max_nodes), else warnings."""
+    found, hit = _safe(lambda: counters.run(m.caps_hit(counters)))
+    if not found:
+        return {"ok": False, "error": hit}
+    settings = counters.settings
+    limits = {"max_choices": settings.max_choices, "max_days": settings.max_days, "max_nodes": MAX_NODES}
+    what = {
+        "max_choices": "interactions counted under the choice '(other)' of a node with more distinct choices "
+                       "(the campaign's totals are exact; only their split by choice is coarser)",
+        "max_days": "events left out of per-day counts of local days beyond the limit (reports are exact; "
+                    "the live 'today' overview misses them, the nightly overview recomputes them from history)",
+        "max_nodes": "events refused for naming a node beyond the limit (load the campaign's script: "
+                     "then only its nodes are accepted)",
+    }
+    warnings, problems, campaigns = [], [], []
+    for campaign, tenant, cap, events in hit:
+        line = f"campaign {campaign} (tenant {tenant}) hit {cap} = {limits[cap]}: {events} {what[cap]}"
+        (problems if cap == "max_nodes" else warnings).append(line)
+        campaigns.append({"campaign": campaign, "tenant": tenant, "cap": cap, "limit": limits[cap], "events": events})
+    return {"ok": not problems, "hit": campaigns, "problems": problems, "warnings": warnings}
+
+
 def health(counters: Counters, store: ReportStore | None, queue: Any | None,
            store_error: str | None = None) -> dict[str, Any]:
     """Redis, store and queue status, memory, pending snapshots and rejected events.
@@ -161,6 +189,7 @@ def health(counters: Counters, store: ReportStore | None, queue: Any | None,
             rejected = {"total": total, **rejected}
         out["rejected_events"] = rejected
         out["spool"] = spool_health(counters)
+        out["caps"] = caps_health(counters)
         found, nights = _safe(lambda: nights_health(counters))
         out["nightly"] = nights if found else {"ok": False, "error": nights}
     else:

@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo
 import click
 
 from ..config import ENV_HOME, ENV_QUEUE, ENV_REDIS, ENV_STORE, Config
+from ..connection import redact
 from ..counters import Counters
+from ..errors import NotFound
 from ..events import check_id, check_text
 from ..nightly.schedule import ENV_HISTORY
 from ..timezones import parse_zone
@@ -212,6 +214,14 @@ def store_for(cfg: Config, read_only: bool = False) -> Any:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(store.close)
+    return store
+
+
+def reader_store(cfg: Config) -> Any:
+    """The report store for `--from-store` reads (creates nothing); NotFound when nothing was persisted there."""
+    store = store_for(cfg, read_only=True)
+    if store is None:
+        raise NotFound(f"no report store at {redact(cfg.store)} yet: nothing was persisted there (run `snapshot`)")
     return store
 
 

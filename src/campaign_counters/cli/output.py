@@ -87,3 +87,14 @@ def render(data: Any, fmt: str) -> str:
             writer.writerow([key, "" if value is None else value])
         return buf.getvalue().rstrip("\n")
     return table(data)
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    """A list of flat rows as CSV: one header (the union of their keys, in order), one line per row."""
+    headers = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(headers)
+    for r in rows:
+        writer.writerow(["" if r.get(h) is None else r.get(h) for h in headers])
+    return buf.getvalue().rstrip("\n")

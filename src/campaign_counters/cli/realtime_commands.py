@@ -15,8 +15,8 @@ from ..jsonlines import decode_error, loads_line
 from ..persist import durable
 from .app import EXIT_BACKEND, EXIT_INTERRUPTED, EXIT_REJECTED, main
 from .options import (
-    campaign_option, checked_writer, config_options, counters_for, emit, format_option, id_option, program, say,
-    store_for, tenant_option,
+    campaign_option, checked_writer, config_options, counters_for, emit, format_option, id_option, program,
+    reader_store, say, store_for, tenant_option,
 )
 
 
@@ -180,21 +180,13 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
     if from_store:
         from ..persist.views import stored_report
 
-        emit(stored_report(_stored(cfg), tenant, campaign, job), fmt)
+        emit(stored_report(reader_store(cfg), tenant, campaign, job), fmt)
         return
     try:
         emit(counters_for(cfg).report(tenant, campaign, job), fmt)
     except NotFound as exc:
         raise NotFound(f"{exc} (a completed campaign's live data expires after the retention period: "
                        "try --from-store)") from None
-
-
-def _stored(cfg: Config) -> Any:
-    """The report store for a reader; NotFound when nothing was ever persisted there."""
-    store = store_for(cfg, read_only=True)
-    if store is None:
-        raise NotFound(f"no report store at {cfg.store} yet: nothing was persisted there (run `snapshot`)")
-    return store
 
 
 @main.command()
@@ -208,10 +200,10 @@ def _stored(cfg: Config) -> Any:
 def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_store: bool, fmt: str) -> None:
     """Print one user's journey through a job: steps, completion, exit node.
 
-    Live, the summary comes from Redis and the path from the steps already
-    persisted plus the journal's unpersisted tail. With the report store
-    unreachable it is served from Redis alone, saying so on stderr: the
-    steps that snapshots already moved to the store are then missing.
+    Live, the whole journey comes from the user's record in Redis (one
+    read, whatever the campaign's size); when Redis no longer holds the user
+    (the campaign's keys expired after it closed), from the last snapshot in
+    the report store. `--from-store` reads the snapshot only.
 
     \b
     Example:
@@ -220,7 +212,7 @@ def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_s
     from ..persist.views import live_journey, stored_journey
 
     if from_store:
-        emit(stored_journey(_stored(cfg), tenant, campaign, job, user), fmt)
+        emit(stored_journey(reader_store(cfg), tenant, campaign, job, user), fmt)
     else:
         emit(live_journey(counters_for(cfg), lambda: store_for(cfg, read_only=True), tenant, campaign, job, user),
              fmt)

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..comparison import compare_reports
 from ..connection import RedisTarget, parse_redis_url
 from ..errors import BackendError, CampaignCountersError, ValidationError
 from ..events import Event, parse_event
@@ -403,6 +404,11 @@ class Counters(_Base):
         """One user's journey through a job, live. NotFound when the user has no events in the job."""
         return self._run(self.plan_journey(tenant, campaign, job, user))
 
+    def compare(self, tenant: str, campaign: str, job_a: str, job_b: str) -> dict[str, Any]:
+        """Two jobs' live reports side by side with differences and rate tests (`comparison.compare_reports`);
+        NotFound as `report`."""
+        return compare_reports(self.report(tenant, campaign, job_a), self.report(tenant, campaign, job_b))
+
     def run(self, plan: Plan) -> Any:
         """Run a plan of `core`/`maintenance` (used by the persistence jobs)."""
         return self._run(plan)
@@ -541,6 +547,10 @@ class AsyncCounters(_Base):
     async def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any]:
         """One user's journey through a job, live; NotFound as `Counters.journey`."""
         return await self._run(self.plan_journey(tenant, campaign, job, user))
+
+    async def compare(self, tenant: str, campaign: str, job_a: str, job_b: str) -> dict[str, Any]:
+        """Two jobs' live reports side by side; as `Counters.compare`."""
+        return compare_reports(await self.report(tenant, campaign, job_a), await self.report(tenant, campaign, job_b))
 
     async def set_timezone(self, tenant: str, tz: str) -> None:
         """Set a tenant's IANA timezone."""

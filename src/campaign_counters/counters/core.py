@@ -376,9 +376,11 @@ class CountersCore:
 
     # -- scripts ---------------------------------------------------------------
 
-    def plan_load_script(self, tenant: str, campaign: str, script: Any, restore: bool = False) -> Plan:
+    def plan_load_script(self, tenant: str, campaign: str, script: Any, restore: bool = False,
+                         record_version: bool = True) -> Plan:
         """Register or replace a campaign's flow graph (`restore`: written back from the
-        report store after Redis lost its data; the given owner wins)."""
+        report store after Redis lost its data; the given owner wins). A script other than the
+        last one loaded is remembered as a new version, with when it was loaded (`record_version`)."""
         check_id("tenant", tenant)
         check_id("campaign", campaign)
         graph = script if isinstance(script, FlowGraph) else parse_script(script)
@@ -408,7 +410,20 @@ class CountersCore:
         if reply == FOREIGN_CODE:
             raise TenantMismatch(campaign)
         self.scripts.put(campaign, graph)
+        if record_version and not restore:
+            yield from self._record_version(campaign, graph)
         return graph
+
+    def _record_version(self, campaign: str, graph: FlowGraph) -> Plan:
+        """Note a newly loaded script as the campaign's latest version (nothing when it is the latest already)."""
+        key = self.keys.script_versions(campaign)
+        (raw,) = yield from call(self.router, [Cmd(campaign, ("HGETALL", key))])
+        loads = sorted((int(f), v) for f, v in as_dict(raw).items() if f.isdigit())
+        if loads and loads[-1][1].decode() == graph.sha:
+            return
+        now = int(time.time() * 1000)
+        at = max(now, loads[-1][0] + 1) if loads else now
+        yield from call(self.router, [Cmd(campaign, ("HSET", key, str(at), graph.sha, f"s:{graph.sha}", graph.raw))])
 
     def _graph(self, campaign: str, sha: bytes | None) -> Plan:
         if not sha:

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from redis.crc import key_slot
 
-PREFIX = "cc:v2:"  # v2: de-duplication in user records, journeys in user records, change log
+PREFIX = "cc:v2:"  # v2: ids in fingerprint buckets, journeys in user records, a change log, the epoch marker
 CAMPAIGN_SCOPE = "*"  # not a valid job id, so it never clashes with a job
 DASHBOARD_ROUTE = "cc-dash"  # routes commands to the slot of the dashboard keys that span campaigns
 DASHBOARD_TAG = "{" + DASHBOARD_ROUTE + "}"
@@ -76,6 +76,10 @@ class KeySchema:
 
     def script(self, campaign: str) -> str:
         return self.campaign(campaign) + "script"
+
+    def script_versions(self, campaign: str) -> str:
+        """Hash of the scripts a campaign ran: `<loaded at, Unix ms>` -> sha, and `s:<sha>` -> script JSON."""
+        return self.campaign(campaign) + "versions"
 
     def users(self, campaign: str) -> str:
         return self.campaign(campaign) + "u"

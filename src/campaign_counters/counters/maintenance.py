@@ -13,7 +13,8 @@ from typing import Any
 
 from .core import CountersCore
 from .keys import CAMPAIGN_SCOPE
-from .records import REJECTION_NAMES, parse_names, parse_rejections, split_log, tail_events
+from .records import (OVERFLOW_FIELDS, REJECTION_NAMES, TOO_MANY_NODES_CODE, parse_names, parse_rejections,
+                      split_log, tail_events)
 from .transport import Batches, Cmd, LuaScript, Plan, RefreshTopology, as_dict, call
 
 SWAP = LuaScript.load("swap.lua")
@@ -64,6 +65,22 @@ def user_records(p: CountersCore, campaign: str, users: list[str]) -> Plan:
         return []
     (raw,) = yield from call(p.router, [Cmd(campaign, ("HMGET", p.keys.users(campaign), *users))])
     return raw
+
+
+def script_versions(p: CountersCore, campaign: str) -> Plan:
+    """The scripts the campaign ran, oldest first: [(loaded at, Unix ms; sha; script JSON)]."""
+    (raw,) = yield from call(p.router, [Cmd(campaign, ("HGETALL", p.keys.script_versions(campaign)))])
+    fields = as_dict(raw)
+    return [(int(f), sha.decode(), fields.get(b"s:" + sha, b"").decode())
+            for f, sha in sorted(((f, v) for f, v in fields.items() if f.isdigit()), key=lambda x: int(x[0]))]
+
+
+def scan_user_records(p: CountersCore, campaign: str, cursor: int = 0, count: int = 1000) -> Plan:
+    """One HSCAN page of the users hash: (next cursor, 0 when done; [(user, packed record)])."""
+    ((nxt, flat),) = yield from call(p.router, [Cmd(campaign, ("HSCAN", p.keys.users(campaign), cursor,
+                                                                "COUNT", count))])
+    pairs = _pairs(flat)
+    return int(nxt), [(u.decode(), raw) for u, raw in pairs]
 
 
 @dataclass
@@ -160,14 +177,16 @@ def _pairs(reply: Any) -> list[tuple[bytes, Any]]:
 
 def expire_campaign(p: CountersCore, campaign: str, jobs: list[str], ttl: int) -> Plan:
     """Give every key of a finished campaign a retention TTL."""
-    keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
+    keys = [*p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], []),
+            p.keys.script_versions(campaign)]
     yield from call(p.router, [Cmd(campaign, ("HSET", p.keys.meta(campaign), "expiring", ttl)),
                                *(Cmd(campaign, ("EXPIRE", key, ttl)) for key in keys)])
 
 
 def keep_campaign(p: CountersCore, campaign: str, jobs: list[str]) -> Plan:
     """Take the retention TTL off a campaign that runs again (a status after its COMPLETED)."""
-    keys = p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], [])
+    keys = [*p.keys.state_keys(campaign, [j for j in jobs if j != CAMPAIGN_SCOPE], []),
+            p.keys.script_versions(campaign)]
     yield from call(p.router, [*(Cmd(campaign, ("PERSIST", key)) for key in keys),
                                Cmd(campaign, ("HDEL", p.keys.meta(campaign), "expiring"))])
 
@@ -393,6 +412,16 @@ def day_counts(p: CountersCore, campaigns: list[str], day: str) -> Plan:
     return [(c, *replies[4 * i:4 * i + 3], int(replies[4 * i + 3] or 0)) for i, c in enumerate(campaigns)]
 
 
+def window_users(p: CountersCore, campaigns: list[str], days: list[str]) -> Plan:
+    """[(campaign, ~users, ~sent, ~interacted)] over several local days, from the union of their HLLs."""
+    if not days or not campaigns:
+        return [(c, 0, 0, 0) for c in campaigns]
+    k = p.keys
+    cmds = [Cmd(c, ("PFCOUNT", *(k.day_users(c, d, kind) for d in days))) for c in campaigns for kind in "asi"]
+    replies = yield from call(p.router, cmds)
+    return [(c, *(int(r) for r in replies[3 * i:3 * i + 3])) for i, c in enumerate(campaigns)]
+
+
 def tenant_day_users(p: CountersCore, tenant: str, day: str, campaigns: list[str] | None = None) -> Plan:
     """Approximate distinct users of a tenant in one local day, across its campaigns
     (`campaigns`: the tenant's, when the caller has read them already).
@@ -433,6 +462,23 @@ def rejected_counts(p: CountersCore) -> Plan:
     by_field = {f.decode(): int(n) for f, n in as_dict(replies[-1]).items()}
     return {"by_campaign": dict(sorted(by_campaign.items())), "by_reason": dict(sorted(by_reason.items())),
             "by_field": dict(sorted(by_field.items()))}
+
+
+def caps_hit(p: CountersCore) -> Plan:
+    """Campaigns that hit a cap: [(campaign, tenant, cap, events)], cap one of max_choices (events counted
+    under a node's '(other)' choice), max_days (events left out of per-day counts), max_nodes (events refused)."""
+    owners = yield from registry(p)
+    campaigns = sorted(owners)
+    fields = list(OVERFLOW_FIELDS.values())
+    cmds = [Cmd(c, ("HMGET", p.keys.counters(c), *fields)) for c in campaigns]
+    cmds += [Cmd(c, ("HGET", p.keys.rejected(c), f"{c}\x1f{-TOO_MANY_NODES_CODE}")) for c in campaigns]
+    replies = yield from call(p.router, cmds)
+    out: list[tuple[str, str, str, int]] = []
+    for i, campaign in enumerate(campaigns):
+        counts = dict(zip(OVERFLOW_FIELDS, replies[i]))
+        counts["max_nodes"] = replies[len(campaigns) + i]
+        out += [(campaign, owners[campaign], cap, int(n)) for cap, n in counts.items() if n is not None and int(n)]
+    return out
 
 
 def _now_ms() -> int:

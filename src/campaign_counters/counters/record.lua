@@ -40,9 +40,10 @@
 -- bucket holding more than SPLIT_AT entries makes the next bucket in line
 -- split in two, so buckets stay small whatever the volume (about 20 bytes
 -- per remembered id) and an event reads and writes one of them.  Entries
--- older than the id TTL never match, and are dropped when their bucket is
--- rewritten.  A user appends its name to the change log once per
--- generation; a snapshot persists the users listed there.  While a repair
+-- older than the id TTL (plus the second their stamp was rounded down)
+-- never match, and are dropped when their bucket is rewritten.  A user
+-- appends its name to the change log once per generation; a snapshot
+-- persists the users listed there.  While a repair
 -- builds a campaign beside its live keys, applied events with an id are also
 -- appended to the repair tail, to be applied to the rebuilt state before it
 -- is swapped in.
@@ -75,7 +76,9 @@ end
 local keep = ARGV[5] == '1'
 local now = tonumber(now_text)
 local now_s = floor(now / 1000)
-local oldest = now_s - tonumber(ARGV[4])  -- ids that arrived at or before it are forgotten
+-- Ids stamped at or before `oldest` are forgotten.  A stamp is the arrival
+-- second rounded down, so the extra second keeps every id at least id TTL.
+local oldest = now_s - tonumber(ARGV[4]) - 1
 
 -- == Reads: meta fields, user records, id buckets, each in one call ==========
 

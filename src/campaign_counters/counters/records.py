@@ -17,6 +17,7 @@ import msgpack
 
 from ..errors import BackendError
 from ..events import Event
+from ..analysis import Visit
 from ..reports import Aggregate
 from ..script import SEP
 from .keys import KeySchema
@@ -32,13 +33,18 @@ WIRE_WIDTH = 13  # values per event in record.lua's events argument
 TAIL_WIDTH = 11  # values per event in a repair tail entry
 FINGERPRINT_BYTES = 9  # 72 bits: see `fingerprint`
 
+MAX_NODES = 4096  # distinct nodes of a campaign without a script (record.lua's MAX_NODES)
+# Campaign counters record.lua adds to when a cap was hit: events counted under a node's '(other)'
+# choice (max_choices), events left out of per-day counts (max_days).
+OVERFLOW_FIELDS = {"max_choices": b"over:choices", "max_days": b"over:days"}
+
 # Codes record.lua returns per event.
 APPLIED_CODE, DUPLICATE_CODE = 1, 0
 FOREIGN_CODE, TOO_MANY_NODES_CODE, CLOSED_CODE, UNKNOWN_NODE_CODE = -1, -2, -3, -6
 NO_EPOCH_CODE, OTHER_EPOCH_CODE = -4, -5
 REJECTION_REASONS = {
     FOREIGN_CODE: ("campaign", "belongs to another tenant"),
-    TOO_MANY_NODES_CODE: ("target", "campaign has too many distinct nodes (limit 4096)"),
+    TOO_MANY_NODES_CODE: ("target", f"campaign has too many distinct nodes (limit {MAX_NODES})"),
     CLOSED_CODE: ("campaign", "is closed: it completed and its live data expired after the retention period "
                               "(its reports are in the store); load its script again to reopen it"),
     UNKNOWN_NODE_CODE: ("target", "is not a node of the campaign's script (nor is `node`, when given): "
@@ -186,6 +192,7 @@ class UserState:
     exit: int
     interactions: int
     steps: list  # flat: ms after first_ms, node index, choice ('' for none), ...
+    reached: list  # node indexes the user reached
 
     @classmethod
     def from_record(cls, r: list) -> "UserState":
@@ -198,6 +205,7 @@ class UserState:
             exit=r[5],
             interactions=r[6],
             steps=r[9] if len(r) > 9 and r[9] else [],
+            reached=list(r[7]) if len(r) > 7 and isinstance(r[7], list) else [],
         )
 
     @property
@@ -216,6 +224,13 @@ class UserState:
         if self.exit:
             out.add(self.exit)
         return out
+
+    def visit(self, names: Mapping[int, str]) -> Visit:
+        """What the analysis needs of this record (`analysis.Visit`); `names` must know every node index."""
+        s, first = self.steps, self.first_ms
+        return Visit(first_ms=first, sent_ms=self.sent_ms, fin_ms=self.end_ms if self.completed else None,
+                     reached={names[i] for i in self.reached},
+                     steps=[(first + s[i], names[s[i + 1]], s[i + 2] or None) for i in range(0, len(s), 3)])
 
     def journey(self, names: Mapping[int, str]) -> dict[str, Any]:
         """The journey: steps in time order (then arrival), completion, exit node, interactions."""

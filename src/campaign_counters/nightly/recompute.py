@@ -2,8 +2,9 @@
 
 Pure Python, no I/O, and independent of the Lua script: it keeps per-user
 sets and minimums and folds them at the end, so it shares no incremental
-logic with the realtime path it checks. Memory is O(users + event ids), not
-O(events): events are streamed through `add`.
+logic with the realtime path it checks. Memory is O(users + event ids +
+interactions) (the journey analysis needs each interaction's time, target
+and choice): events are streamed through `add`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..analysis import Analysis, ScriptVersion, Visit, version_of
 from ..events import Event
 from ..reports import Aggregate, build_report
 from ..script import FlowGraph
@@ -28,6 +30,7 @@ class _User:
     exit: str | None = None
     interactions: int = 0
     reached: set[str] = field(default_factory=set)
+    steps: list[tuple[int, int, str, str | None]] = field(default_factory=list)  # (ts, arrival, target, choice)
 
     def merge(self, other: "_User") -> None:
         self.first = _min(self.first, other.first)
@@ -36,6 +39,7 @@ class _User:
             self.fin, self.exit = other.fin, other.exit
         self.interactions += other.interactions
         self.reached |= other.reached
+        self.steps += other.steps
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -47,17 +51,25 @@ def _min(a: int | None, b: int | None) -> int | None:
 class CampaignTruth:
     """Accumulates one campaign's events; reports per job and for the campaign."""
 
-    def __init__(self, tenant: str, campaign: str, graph: FlowGraph | None) -> None:
+    def __init__(self, tenant: str, campaign: str, graph: FlowGraph | None,
+                 versions: list[ScriptVersion] | None = None) -> None:
+        """`versions`: the scripts the campaign ran; an event is then read with the script loaded last at
+        or before its time (the first one before that), a user's funnel with the one it started under."""
         self.tenant = tenant
         self.campaign = campaign
         self.graph = graph
+        self.versions = versions or []
         self.users: dict[str, dict[str, _User]] = {}  # job -> user -> state
         self.choices: dict[str, dict[tuple[str, str], int]] = {}  # job -> (node, choice) -> n
         self.status: tuple[int, int, str] | None = None  # (ts, arrival, status)
         self.job_status: dict[str, tuple[int, int, str]] = {}
         self._ids: set[str] = set()
         self._arrival = 0
-        self._at: dict[tuple[str, str | None, str | None], str | None] = {}  # where choices were made
+        self._at: dict[tuple[int, str, str | None, str | None], str | None] = {}  # where choices were made
+
+    def graph_at(self, ts_ms: int) -> FlowGraph | None:
+        """The script in force at `ts_ms`: of the version loaded last by then, else the only one known."""
+        return version_of(ts_ms, self.versions).graph if self.versions else self.graph
 
     def add(self, ev: Event) -> bool:
         """Apply one event; False when its id was seen before."""
@@ -81,26 +93,28 @@ class CampaignTruth:
             u = users[user] = _User()
         if u.first is None or ts < u.first:
             u.first = ts
+        graph = self.graph_at(ts)
         if ev.type == "sent":
             if u.sent is None or ts < u.sent:
                 u.sent = ts
-            if self.graph and self.graph.start:
-                u.reached.add(self.graph.start)
+            if graph and graph.start:
+                u.reached.add(graph.start)
         elif ev.type == "interaction":
             target = ev.target or ""
             u.interactions += 1
+            u.steps.append((ts, self._arrival, target, ev.choice))
             u.reached.add(target)
-            key = (target, ev.choice, ev.node)
+            key = (id(graph), target, ev.choice, ev.node)
             at = self._at.get(key, "")
             if at == "":
-                at = self._at[key] = self.graph.choice_node(target, ev.choice, ev.node) if self.graph else ev.node
+                at = self._at[key] = graph.choice_node(target, ev.choice, ev.node) if graph else ev.node
             if at:
                 u.reached.add(at)
                 if ev.choice is not None:
                     key = (at, ev.choice)
                     counts = self.choices.setdefault(job, {})
                     counts[key] = counts.get(key, 0) + 1
-            if self.graph and self.graph.is_end(target):
+            if graph and graph.is_end(target):
                 if u.fin is None or (ev.ts_ms, target) < (u.fin, u.exit or ""):
                     u.fin, u.exit = ev.ts_ms, target
         return True
@@ -139,10 +153,14 @@ class CampaignTruth:
     def aggregate(self, job: str | None = None) -> Aggregate:
         users, choices = self._scope(job)
         agg = Aggregate()
-        succ = {n: frozenset(s) for n, s in (self.graph.successors if self.graph else {}).items()}
+        successors: dict[int, dict[str, frozenset[str]]] = {}
         nothing: frozenset[str] = frozenset()
         reached, continued = agg.reached, agg.continued
         for u in users.values():
+            graph = self.graph_at(u.first or 0)
+            succ = successors.get(id(graph))
+            if succ is None:
+                succ = successors[id(graph)] = {n: frozenset(s) for n, s in (graph.successors if graph else {}).items()}
             agg.target += 1
             agg.sent += u.sent is not None
             agg.interacted += u.interactions > 0
@@ -163,6 +181,20 @@ class CampaignTruth:
 
     def report(self, job: str | None = None) -> dict[str, Any]:
         return build_report(self.tenant, self.campaign, job, self.aggregate(job), self.graph)
+
+    def analysis(self, job: str | None, now_ms: int, window_ms: int, tz: ZoneInfo) -> dict[str, Any]:
+        """The journey analysis of a job (None: the campaign) at `now_ms`, from the events added."""
+        fold = Analysis(self.graph, now_ms, window_ms, tz, versions=self.versions)
+        by_user: dict[str, list[Visit]] = {}
+        for j, users in self.users.items():
+            if job is None or j == job:
+                for name, u in users.items():
+                    by_user.setdefault(name, []).append(Visit(
+                        first_ms=u.first or 0, sent_ms=u.sent, fin_ms=u.fin, reached=set(u.reached),
+                        steps=[(ts, target, choice) for ts, _, target, choice in sorted(u.steps)]))
+        for visits in by_user.values():
+            fold.add_user(visits)
+        return fold.result()
 
 
 

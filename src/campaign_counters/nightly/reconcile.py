@@ -27,11 +27,14 @@ from zoneinfo import ZoneInfo
 from ..counters import Counters
 from ..counters import maintenance as m
 from ..errors import NotFound, RepairRefused, TenantMismatch
+from ..analysis import DEFAULT_WINDOW_S, analysis_values
 from ..persist import durable
+from ..persist.analysis import campaign_versions, live_analyses
 from ..persist.snapshot import Lease, report_from_doc, snapshot_campaign
 from ..reports import METRICS, iso_ms
+from ..script import FlowGraph
 from ..stores import ReportStore
-from . import guard
+from . import guard, invariants
 from .history import HistorySource, Progress
 from .recompute import CampaignTruth, window
 
@@ -46,6 +49,8 @@ class ReconcileResult:
     repaired: list[str] = field(default_factory=list)
     campaigns: list[str] = field(default_factory=list)
     after_repair: list[dict[str, Any]] | None = None  # drift left after repairing (None: no repair asked)
+    invariants: list[dict[str, Any]] = field(default_factory=list)  # count orders broken, and where
+    analyses: list[dict[str, Any]] = field(default_factory=list)  # the live analyses checked (not in output)
 
     @property
     def remaining(self) -> list[dict[str, Any]]:
@@ -54,7 +59,7 @@ class ReconcileResult:
 
     def output(self) -> dict[str, Any]:
         return {"checked": self.checked, "drift": self.drift, "repaired": self.repaired,
-                "after_repair": self.after_repair}
+                "after_repair": self.after_repair, "invariants": self.invariants}
 
 
 def flatten_metrics(report: dict[str, Any] | None) -> dict[str, Any]:
@@ -88,7 +93,11 @@ def _same(a: Any, b: Any) -> bool:
 
 def compare(expected: dict[str, Any] | None, actual: dict[str, Any] | None) -> list[tuple[str, Any, Any]]:
     """(metric, expected, actual) for every leaf that differs; absent counts as 0."""
-    e, a = flatten_metrics(expected), flatten_metrics(actual)
+    return compare_values(flatten_metrics(expected), flatten_metrics(actual))
+
+
+def compare_values(e: dict[str, Any], a: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, expected, actual) for every flat value that differs; absent counts as 0."""
     diffs = []
     for key in sorted(set(e) | set(a)):
         ev, av = e.get(key), a.get(key)
@@ -153,6 +162,8 @@ def reconcile(
     progress: Callable[[str], None] | None = None,
     read_progress: Progress | None = None,
     record: bool = True,
+    approximation: list[dict[str, Any]] | None = None,
+    analysis: bool = True,
 ) -> ReconcileResult:
     """Check (and optionally repair) a tenant's campaigns against their history.
 
@@ -163,6 +174,12 @@ def reconcile(
     the history has been read. Raises `Refused` (nothing written) when a
     repair would shrink a campaign's counts, unless `force`; `NotFound` when
     a campaign named in `campaigns` has no events, live data or stored report.
+    Every report checked (history, live, snapshot) is also checked for the
+    order of `invariants.CHAIN`; `approximation` (the measured error of the
+    live HyperLogLogs, see `approximation.measure`) is recorded with the
+    result. With `analysis`, each campaign's journey analysis
+    (`persist.analysis`, one scan of its users) is checked too, at one
+    instant for both sides.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
     named: set[str] = set()
@@ -188,11 +205,22 @@ def reconcile(
         stored = {d.get("job_id"): report_from_doc(d) for d in store.campaign_reports(tenant, campaign)} \
             if store is not None else {}
         jobs = set(truth.jobs) | _live_jobs(counters, tenant, campaign) | {j for j in stored if j is not None}
+        if analysis:
+            live_found, found = _analysis_drift(counters, tenant, campaign, truth, sorted(jobs))
+            result.analyses += live_found
+            for job, want, got in found:
+                result.drift.append({"campaign": campaign, "job": job, "metric": "analysis." + want[0],
+                                     "expected": want[1], "actual": got, "source": "live"})
+                drifted.add(campaign)
         for job in [None, *sorted(jobs)]:
             expected = truth.report(job)
             result.checked += 1
             where = f"job {job}" if job else "campaign total"
-            for source, actual in (("live", _live(counters, tenant, campaign, job)), ("snapshot", stored.get(job))):
+            live = _live(counters, tenant, campaign, job)
+            for source, seen in (("history", expected), ("live", live), ("snapshot", stored.get(job))):
+                result.invariants += [{"campaign": campaign, "job": job, "source": source, **b}
+                                      for b in invariants.broken(seen)]
+            for source, actual in (("live", live), ("snapshot", stored.get(job))):
                 if source == "snapshot" and actual is None:
                     continue
                 for metric, want, got in compare(expected, actual):
@@ -223,8 +251,29 @@ def reconcile(
             "date": day.isoformat() if day else None, "until": until.isoformat() if until else None,
             "timezone": str(tz), "campaigns": result.campaigns,
             **result.output(),
+            **({"approximation": approximation} if approximation is not None else {}),
         })
     return result
+
+
+def _analysis_drift(counters: Counters, tenant: str, campaign: str, truth: CampaignTruth, jobs: list[str]
+                    ) -> tuple[list[dict[str, Any]], list[tuple[str | None, tuple[str, Any], Any]]]:
+    """The live analyses, and (job, (name, expected), actual) for each value where they and the history
+    differ (both at one instant, in the tenant's timezone as the live analysis)."""
+    now_ms = int(time.time() * 1000)
+    tz = counters.run(counters.plan_timezone(tenant))
+    try:
+        live_jobs = set(counters.run(m.campaign_meta(counters, campaign)).jobs)
+        scopes = [None, *(j for j in jobs if j in live_jobs)]
+        live = {a["job"]: a for a in live_analyses(counters, tenant, campaign, scopes, now_ms=now_ms)}
+    except NotFound:
+        live = {}
+    found = []
+    for job in [None, *jobs]:
+        expected = truth.analysis(job, now_ms, DEFAULT_WINDOW_S * 1000, tz)
+        for name, want, got in compare_values(analysis_values(expected), analysis_values(live.get(job))):
+            found.append((job, (name, want), got))
+    return list(live.values()), found
 
 
 def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: set[str],
@@ -237,7 +286,7 @@ def _truths(counters: Counters, history: HistorySource, tenant: str, campaigns: 
             graph = counters.run(counters.plan_graph(tenant, campaign))
         except NotFound:
             graph = None  # nothing live (or another tenant's): everything will show as drift
-        truths[campaign] = CampaignTruth(tenant, campaign, graph)
+        truths[campaign] = CampaignTruth(tenant, campaign, graph, campaign_versions(counters, campaign))
     for ev in history.events(tenant, set(campaigns), progress=read_progress):
         truths[ev.campaign].add(ev)
     return truths
@@ -276,12 +325,13 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
     days: set[str] = set(live.days)
     try:
         counters.run(m.drop_shadow(shadow, campaign, sorted(jobs), sorted(days)))
-        if graph is not None:
-            shadow.load_script(tenant, campaign, graph)
         count = 0
-        for chunk in _chunks(history.events(tenant, {campaign}), 50_000):
-            shadow.record_many(chunk)
-            count += len(chunk)
+        for script, start_ms, end_ms in _script_windows(counters, campaign, graph):
+            if script is not None:
+                shadow.run(shadow.plan_load_script(tenant, campaign, script, record_version=False))
+            for chunk in _chunks(history.events(tenant, {campaign}, start_ms, end_ms), 50_000):
+                shadow.record_many(chunk)
+                count += len(chunk)
         lease = Lease(counters, campaign)
         deadline = time.monotonic() + LEASE_WAIT_S
         while not lease.take():
@@ -315,6 +365,17 @@ def repair_campaign(counters: Counters, store: ReportStore | None, history: Hist
         counters.run(m.end_repair(counters, campaign))
         counters.run(m.drop_shadow(shadow, campaign, sorted(jobs), sorted(days)))
     return True
+
+
+def _script_windows(counters: Counters, campaign: str, graph: FlowGraph | None
+                    ) -> list[tuple[FlowGraph | None, int | None, int | None]]:
+    """(script, from, until) to replay a campaign's history with: each version over the events of its time
+    (as the recompute reads them), the current script over everything when no versions are known."""
+    versions = campaign_versions(counters, campaign)
+    if len(versions) < 2:
+        return [(graph, None, None)]
+    bounds = [None, *(v.loaded_at_ms for v in versions[1:]), None]
+    return [(v.graph, bounds[i], bounds[i + 1]) for i, v in enumerate(versions)]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

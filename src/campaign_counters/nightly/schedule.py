@@ -29,10 +29,12 @@ from ..counters import Counters
 from ..counters import maintenance as m
 from ..errors import Refused
 from ..persist.dashboard import publish_nightly_run
+from ..persist.analysis import persist_analysis
 from ..persist.jobs import job_context
 from ..stores import ReportStore
 from ..timezones import UTC, zone_or_utc
 from .dashboard import publish_tenants
+from . import approximation
 from .history import open_history
 from .overview import overviews, store_overviews
 from .reconcile import reconcile
@@ -125,7 +127,9 @@ def _enqueue_night(counters: Counters, queue: Any, tenant: str, day: date) -> bo
 
 def run_night(counters: Counters, store: ReportStore, history_src: str | None, tenant: str, day: date, *,
               repair: bool = False, force: bool = False) -> dict[str, Any]:
-    """Reconcile the campaigns of a tenant's local day, then write the overviews that close with it.
+    """Reconcile the campaigns of a tenant's local day, then write the overviews that close with it;
+    the reconcile's record carries each overview's measured HyperLogLog error (`approximation`), and the
+    journey analyses it checked are stored (those of repaired campaigns wait for the next check).
 
     The night is marked done (`"done": true`) only when both ran over a
     history and neither was refused; otherwise the reason is recorded for
@@ -142,12 +146,15 @@ def run_night(counters: Counters, store: ReportStore, history_src: str | None, t
         return out
     try:
         history = open_history(history_src)
-        result = reconcile(counters, store, history, tenant, day=day, tz=tz, repair=repair, force=force)
-        out["reconcile"] = {**result.output(), "drift": len(result.drift),
+        docs = [doc for period in periods_ending(day) for doc in overviews(history, tenant, period, [day], tz)]
+        measured = [approximation.measure(counters, doc) for doc in docs]  # before a repair rebuilds them
+        result = reconcile(counters, store, history, tenant, day=day, tz=tz, repair=repair, force=force,
+                           approximation=measured)
+        out["reconcile"] = {**result.output(), "drift": len(result.drift), "invariants": len(result.invariants),
                             "after_repair": None if result.after_repair is None else len(result.after_repair)}
         publish_nightly_run(counters, tenant, day.isoformat(), result.output())
-        docs = [doc for period in periods_ending(day) for doc in overviews(history, tenant, period, [day], tz)]
         store_overviews(store, docs, counters, force=force)
+        persist_analysis(store, [a for a in result.analyses if a["campaign"] not in result.repaired])
         out["overviews"] = periods_ending(day)
     except Refused as exc:
         log.warning("nightly %s %s refused, the night stays pending: %s", tenant, day, exc)

@@ -190,10 +190,19 @@ def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, resul
             continue  # a job known only from a status event has no counters yet
     if guard:
         _refuse_smaller_reports(store, meta, docs)
+    _keep_analysis(store, meta, docs)
     store.upsert_campaign_reports(docs)
     result.reports = len(docs)
     counters.run(m.end_snapshot(counters, campaign, start.rgen))
     return docs
+
+
+def _keep_analysis(store: ReportStore, meta: m.CampaignMeta, docs: list[dict[str, Any]]) -> None:
+    """Carry each scope's stored journey analysis over: only the next analysis replaces it (persist.analysis)."""
+    stored = {d["job_id"]: d.get("analysis") for d in store.campaign_reports(meta.tenant or "", meta.campaign)}
+    for doc in docs:
+        if stored.get(doc["job_id"]) is not None:
+            doc["analysis"] = stored[doc["job_id"]]
 
 
 def _refuse(store: ReportStore, meta: m.CampaignMeta, why: str) -> SnapshotRefused:

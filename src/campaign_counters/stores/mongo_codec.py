@@ -161,4 +161,4 @@ USER_JOURNEYS = Schema({"campaign_id": CAMPAIGN_ID, "snapshot_at": INSTANT,
 OVERVIEWS = Schema({"report_date": LOCAL_DAY, "window_start": LOCAL_INSTANT, "window_end": LOCAL_INSTANT,
                     "computed_at": INSTANT})
 RECONCILES = Schema({"created_at": INSTANT, "campaigns": each(CAMPAIGN_ID), "repaired": each(CAMPAIGN_ID),
-                     "drift": each(embedded(campaign=CAMPAIGN_ID))})
+                     "drift": each(embedded(campaign=CAMPAIGN_ID)), "invariants": each(embedded(campaign=CAMPAIGN_ID))})
