@@ -76,8 +76,6 @@ RULES = [
     ("status", ev("status", ts=1, job=None)),
     ("status", ev("status", ts=1, job=None, status="done!")),
     ("status", ev("status", ts=1, job=None, status="BOGUS")),  # not one of FPTChat's statuses
-    ("title", {**ev("sent", "u1", 10), "title": "t" * 1025}),  # optional fields are checked on every type
-    ("choice", {**ev("targeted", "u1", 10), "choice": "\x07"}),
     ("job", {**GOOD, "job": 1.5}),
 ]
 

@@ -174,28 +174,28 @@ def parse_event(data: Any) -> Event:
     event_id = get("id")
     if event_id is not None:
         event_id = _text("id", event_id)
-    # Optional fields are checked wherever they appear, and kept only by the events that use them.
-    target, choice, node, title = get("target"), get("choice"), get("node"), get("title")
-    if target is not None:
+    # The interaction fields are read (and checked) on interactions only: on other types they are
+    # ignored, so a field nothing uses can never cost the event that carries it.
+    target = choice = node = title = status = None
+    if etype == "interaction":
+        target = get("target")
+        if target is None:
+            raise ValidationError("target", "is required for interaction events")
         target = _text("target", target)
-    elif etype == "interaction":
-        raise ValidationError("target", "is required for interaction events")
-    if choice is not None:
-        choice = _text("choice", choice)
-    if node is not None:
-        node = _text("node", node)
-    if title is not None:
-        if not isinstance(title, str):
-            raise ValidationError("title", f"must be a string, got {type(title).__name__}")
-        if len(title) > MAX_TITLE:
-            raise ValidationError("title", f"must be at most {MAX_TITLE} characters")
-    status = None
-    if etype == "status":
+        choice, node, title = get("choice"), get("node"), get("title")
+        if choice is not None:
+            choice = _text("choice", choice)
+        if node is not None:
+            node = _text("node", node)
+        if title is not None:
+            if not isinstance(title, str):
+                raise ValidationError("title", f"must be a string, got {type(title).__name__}")
+            if len(title) > MAX_TITLE:
+                raise ValidationError("title", f"must be at most {MAX_TITLE} characters")
+    elif etype == "status":
         status = get("status")
         if status is None:
             raise ValidationError("status", "is required for status events")
         if status not in STATUSES:
             raise ValidationError("status", f"must be one of {', '.join(STATUSES)}, got {status!r}")
-    if etype != "interaction":
-        target = choice = node = title = None
     return Event(etype, tenant, campaign, ts_ms, job, user, event_id, target, choice, node, title, status)
