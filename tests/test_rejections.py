@@ -1,4 +1,4 @@
-"""Each rejection rule of the event contract (docs/events.md): a clear reason naming the field, and no change in Redis."""
+"""Each rejection rule of the event contract (docs/events.md): a reason naming the field, and no change in Redis."""
 
 from __future__ import annotations
 
