@@ -1,6 +1,6 @@
 """Snapshot benchmark: persist a 100,000-user campaign from Redis into SQLite.
 
-    python bench/bench_snapshot.py [--users 100000] [--store sqlite:///tmp/x.db]
+    python bench/bench_snapshot.py [--users 100000] [--store sqlite:////tmp/x.db]
 
 Records a 10-node campaign where each user makes about 5 interactions, then
 times one snapshot (reports + every user's journey, journal trimmed) and a

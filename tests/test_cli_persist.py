@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
 
 from oracle import expected_report, metrics_of
 from scenarios import C, OFFER_SCRIPT, T, random_events
-from cli_helpers import jsonl, run_cli
+from cli_helpers import embedded_servers, jsonl, no_server_left, run_cli
+from servers import wait_for
 
 
 def test_snapshot_then_from_store_equals_live(cli, script_file, tmp_path):
@@ -80,3 +87,45 @@ def test_health(cli, script_file, tmp_path):
     res = cli("health", "--store-url", "mongodb://u:pw9@127.0.0.1:1/db?serverSelectionTimeoutMS=100")
     assert res.exit_code == 5 and "pw9" not in res.stdout
     assert json.loads(res.stdout)["store"]["ok"] is False
+
+
+def test_worker_takes_rq_worker_flags_and_logs_to_stderr(tmp_path, script_file):
+    home = tmp_path / "home"
+    assert run_cli(home, "script", "load", "--tenant", T, "--campaign", C, script_file).returncode == 0
+    events = random_events(OFFER_SCRIPT, 10, seed=3)
+    assert run_cli(home, "record", "-", input="".join(json.dumps(e) + "\n" for e in events)).returncode == 0
+    assert run_cli(home, "snapshot", "--enqueue").returncode == 0
+    res = run_cli(home, "worker", "--burst", "--name", "cc-test-worker", "--max-jobs", "1", "--logging-level", "debug")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""  # logs are messages: stderr
+    assert "Worker cc-test-worker" in res.stderr and "Job OK" in res.stderr
+    assert run_cli(home, "report", "--tenant", T, "--campaign", C, "--from-store").returncode == 0
+    quiet = run_cli(home, "worker", "--burst", "-q")
+    assert quiet.returncode == 0 and quiet.stdout == "" and " INFO " not in quiet.stderr
+    verbose = run_cli(home, "worker", "--burst", "-v")
+    assert verbose.returncode == 0 and " DEBUG " in verbose.stderr
+    assert no_server_left(home) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc to find the embedded server")
+def test_sigterm_stops_the_scheduler_and_its_embedded_redis(tmp_path):
+    home = tmp_path / "home"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_COUNTERS_")},
+           "CAMPAIGN_COUNTERS_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "campaign_counters", "scheduler", "--interval", "0.2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: embedded_servers(home), 60, "the scheduler's embedded Redis")
+        aof = home / "redis.aof"
+        wait_for(lambda: aof.exists() and aof.stat().st_size > 0, 30, "the scheduler's first writes")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "Traceback" not in err, err
+        assert no_server_left(home, wait=10) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in embedded_servers(home):  # only this test's server: never leave one behind
+            os.kill(pid, signal.SIGTERM)
+

@@ -98,6 +98,8 @@ def test_out_of_memory_refuses_whole_calls_and_rerecording_counts_each_event_onc
 
 
 def test_the_embedded_server_runs_with_maxmemory_and_noeviction(tmp_path):
+    for home in ("home", "other"):
+        (tmp_path / home).mkdir()  # health creates no data directory: it reports a missing one
     res = run_cli(tmp_path / "home", "health", env={"CAMPAIGN_COUNTERS_MAXMEMORY": "48mb"})
     assert res.returncode == 0, res.stderr
     memory = json.loads(res.stdout)["memory"]

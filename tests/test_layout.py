@@ -38,8 +38,8 @@ def module_name(path: Path) -> str:
 def part_of(module: str) -> str:
     """The layer of a module: its subpackage, or `base` for the shared top-level modules."""
     parts = module.split(".")
-    if len(parts) == 1:
-        return "root"  # the package's __init__ re-exports the public API
+    if len(parts) == 1 or parts[1] == "__main__":
+        return "root"  # the package's __init__ re-exports the public API; __main__ runs the CLI
     name = parts[1]
     return name if name in ALLOWED else "base"
 

@@ -1,4 +1,4 @@
-"""Every definition of DESIGN 3.3 on hand-built scenarios and generated ones.
+"""Every definition of docs/metrics.md on hand-built scenarios and generated ones.
 
 Expected values come from tests/oracle.py (naive sets) or are worked out by
 hand in the test; the live counters must agree exactly.

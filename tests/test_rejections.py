@@ -1,10 +1,10 @@
-"""Each rejection rule of DESIGN 3.1: a clear reason naming the field, and no change in Redis."""
+"""Each rejection rule of the event contract (docs/events.md): a reason naming the field, and no change in Redis."""
 
 from __future__ import annotations
 
 import pytest
 
-from campaign_counters import NotFound, TenantMismatch, ValidationError
+from campaign_counters import NotFound, ScriptError, TenantMismatch, ValidationError
 from scenarios import C, OFFER_SCRIPT, T, ev
 
 
@@ -75,6 +75,8 @@ RULES = [
     ("title", {**GOOD, "title": 5}),
     ("status", ev("status", ts=1, job=None)),
     ("status", ev("status", ts=1, job=None, status="done!")),
+    ("status", ev("status", ts=1, job=None, status="BOGUS")),  # not one of FPTChat's statuses
+    ("job", {**GOOD, "job": 1.5}),
 ]
 
 
@@ -152,3 +154,35 @@ async def test_ids_at_the_length_limits_of_fptchats_models_are_accepted(api):
         ("tenant", "must be 1-50 characters of A-Z a-z 0-9 _ . -"),
     ]
     assert (await api.report(tenant, "c-limits"))["sent_users_count"] == 1
+
+
+async def test_integer_ids_are_their_decimal_text_in_every_id_field(api):
+    res = await api.record_many([{"type": "sent", "tenant": T, "campaign": 42, "job": 7, "user": 123, "ts": 1,
+                                  "id": 9},
+                                 ev("sent", "123", 2, job="7", campaign="42", id="9")])
+    assert (res.accepted, res.duplicates, res.rejected) == (1, 1, 0)  # the same event id, the same user
+    assert (await api.report(T, "42", "7"))["sent_users_count"] == 1
+
+
+async def test_an_event_naming_a_node_outside_the_loaded_script_is_refused(api):
+    await api.load_script(T, C, OFFER_SCRIPT)
+    res = await api.record_many([ev("interaction", "u1", 10, target="nowhere", choice="go"),
+                                 ev("interaction", "u1", 11, target="ask", choice="go", node="phantom"),
+                                 ev("interaction", "u1", 12, target="ask", choice="go")])
+    assert res.accepted == 1 and [r.field for r in res.rejections] == ["target", "target"]
+    assert all("not a node of the campaign's script" in r.reason for r in res.rejections)
+    report = await api.report(T, C)
+    assert set(report["node_analytics"]) == {n["id"] for n in OFFER_SCRIPT["nodes"]}  # no phantom node
+    assert report["total_interactions"] == 1
+
+
+async def test_a_script_without_an_end_node_is_refused(api):
+    cycle = {"nodes": [{"id": "a", "type": "start"}, {"id": "b"}],
+             "edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "a"}]}
+    with pytest.raises(ScriptError) as info:
+        await api.load_script(T, C, cycle)
+    assert info.value.field == "end_nodes" and "no end node" in info.value.reason
+    with pytest.raises(NotFound):
+        await api.report(T, C)  # nothing was stored
+    listed = {**cycle, "end_nodes": ["b"]}  # naming the end node makes it loadable
+    assert (await api.load_script(T, C, listed)).end_nodes == frozenset({"b"})

@@ -86,6 +86,27 @@ def test_second_snapshot_changes_nothing(counters, store):
     assert all_docs(store, C) == first
 
 
+def test_users_seen_before_the_first_snapshot_are_persisted_again_by_the_second(counters, store):
+    counters.load_script(T, C, OFFER_SCRIPT)
+    counters.record_many([ev("sent", "u1", 10), ev("sent", "u2", 11)])
+    first = snapshot_campaign(counters, store, C)
+    assert (first.journeys, first.users) == (2, 2)
+    counters.record_many([ev("interaction", "u1", 20, target="ask", choice="go"),
+                          ev("interaction", "u1", 30, target="bye", choice="no")])
+    second = snapshot_campaign(counters, store, C)
+    assert (second.journeys, second.users, second.steps) == (1, 1, 2)
+    assert stored_journey(store, T, C, "job-1", "u1") == live_journey(counters, lambda: store, T, C, "job-1", "u1")
+    assert [s["node"] for s in stored_journey(store, T, C, "job-1", "u1")["journey_path"]] == ["ask", "bye"]
+
+
+def test_the_summary_counts_journeys_per_user_and_job_and_users_once(counters, store):
+    counters.load_script(T, C, OFFER_SCRIPT)
+    counters.record_many([ev("sent", f"u{i}", i) for i in range(200)] + [ev("sent", "u0", 5, job="job-2")])
+    result = snapshot_campaign(counters, store, C)
+    assert (result.journeys, result.users) == (201, 200)
+    assert result.as_dict()["users"] == 200
+
+
 class Crash(Exception):
     pass
 

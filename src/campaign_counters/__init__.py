@@ -1,5 +1,7 @@
 """campaign-counters: realtime, exact campaign reports kept in Redis."""
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
 from .counters import AsyncCounters, Counters, RecordResult, Settings
 from .errors import (
     BackendError,
@@ -17,4 +19,7 @@ __all__ = [
     "NotFound", "RecordResult", "ScriptError", "Settings", "TenantMismatch", "ValidationError",
     "parse_event", "parse_script",
 ]
-__version__ = "0.1.0"
+try:  # the installed distribution's version: pyproject.toml is the one place it is written
+    __version__ = _version("campaign-counters")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -11,8 +11,9 @@ import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
-from .connection import embedded_url, home_dir
+from .connection import embedded_url, home_dir, redact
 from .errors import ValidationError
 
 ENV_REDIS = "CAMPAIGN_COUNTERS_REDIS_URL"
@@ -22,6 +23,7 @@ ENV_HOME = "CAMPAIGN_COUNTERS_HOME"
 ENV_RETENTION = "CAMPAIGN_COUNTERS_RETENTION"
 ENV_DASHBOARD_ENTRIES = "CAMPAIGN_COUNTERS_DASHBOARD_ENTRIES"
 ENV_DASHBOARD_DAYS = "CAMPAIGN_COUNTERS_DASHBOARD_DAYS"
+ENV_REPAIR = "CAMPAIGN_COUNTERS_REPAIR"
 QUEUE_NAME = "campaign-counters"
 DEFAULT_RETENTION = 7 * 86400
 DEFAULT_DASHBOARD_ENTRIES = 10_000  # entries a dashboard time series keeps
@@ -44,7 +46,7 @@ class Config:
             "store_url": env.get(ENV_STORE) or None,
             "queue_url": env.get(ENV_QUEUE) or None,
             "home": env.get(ENV_HOME) or None,
-            "retention": int(env[ENV_RETENTION]) if env.get(ENV_RETENTION) else None,
+            "retention": retention_from_env(),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -55,8 +57,29 @@ class Config:
         return self.redis_url or embedded_url(self.home)
 
     @property
+    def home_path(self) -> Path:
+        """The data directory of the embedded Redis and the default store (absolute; not created here)."""
+        return home_dir(self.home)
+
+    @property
+    def embedded(self) -> bool:
+        """True when Redis is the embedded server under the home (no URL configured)."""
+        return not self.redis_url
+
+    @property
+    def uses_home(self) -> bool:
+        """True when the embedded Redis or the default SQLite store keeps data under the home."""
+        return self.embedded or not self.store_url
+
+    @property
+    def redis_label(self) -> str:
+        """Redis for people: the embedded server's data directory (not its socket), or the URL without password."""
+        return f"the embedded Redis in {self.home_path}" if self.embedded else redact(self.redis_url or "")
+
+    @property
     def store(self) -> str:
-        return self.store_url or f"sqlite:///{(home_dir(self.home) / 'reports.db').resolve()}"
+        """The store URL; the default is SQLite's four-slash absolute form (sqlite:////abs/path/reports.db)."""
+        return self.store_url or f"sqlite:///{self.home_path / 'reports.db'}"
 
     @property
     def queue(self) -> str:
@@ -76,24 +99,50 @@ class Config:
             os.environ[ENV_HOME] = self.home
 
 
+def retention_from_env() -> int | None:
+    """$CAMPAIGN_COUNTERS_RETENTION in whole seconds (None when unset); ValidationError unless a positive integer."""
+    value = positive_number(ENV_RETENTION, 0, int)
+    return int(value) if value else None
+
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def flag(name: str) -> bool:
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (unset: off); ValidationError otherwise."""
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw in TRUE:
+        return True
+    if raw in FALSE:
+        return False
+    raise ValidationError(name, f"must be 1 or 0 (true/false, yes/no, on/off), got {os.environ[name]!r}")
+
+
+def repair_at_night() -> bool:
+    """$CAMPAIGN_COUNTERS_REPAIR: whether the nightly job repairs drift."""
+    return flag(ENV_REPAIR)
+
+
 def dashboard_history() -> tuple[int, float]:
     """(entries, days) each dashboard time series keeps, from the environment or the defaults.
 
     Raises ValidationError naming the variable when a value is not a positive number.
     """
-    entries = _positive(ENV_DASHBOARD_ENTRIES, DEFAULT_DASHBOARD_ENTRIES, int)
-    days = _positive(ENV_DASHBOARD_DAYS, DEFAULT_DASHBOARD_DAYS, float)
+    entries = positive_number(ENV_DASHBOARD_ENTRIES, DEFAULT_DASHBOARD_ENTRIES, int)
+    days = positive_number(ENV_DASHBOARD_DAYS, DEFAULT_DASHBOARD_DAYS, float)
     return int(entries), float(days)
 
 
-def _positive(name: str, default: float, kind: type) -> float:
-    raw = os.environ.get(name)
+def positive_number(name: str, default: float, kind: type) -> float:
+    """The environment variable `name` as a positive `kind` (int or float), else `default` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    what = "whole number" if kind is int else "number"
     try:
         value = kind(raw)
     except ValueError:
-        raise ValidationError(name, f"must be a positive {kind.__name__}, got {raw!r}") from None
+        raise ValidationError(name, f"must be a positive {what}, got {raw!r}") from None
     if not (value > 0 and math.isfinite(value)):
-        raise ValidationError(name, f"must be a positive {kind.__name__}, got {raw!r}")
+        raise ValidationError(name, f"must be a positive {what}, got {raw!r}")
     return value

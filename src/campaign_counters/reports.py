@@ -1,4 +1,4 @@
-"""Report shapes of DESIGN 3.3, built from per-scope aggregates.
+"""Report shapes of docs/metrics.md, built from per-scope aggregates.
 
 Pure functions, no I/O: the live path (counters read from Redis) and the
 nightly recompute (events replayed from history) both end here, so a report
@@ -98,7 +98,7 @@ def funnel(agg: Aggregate, graph: FlowGraph | None) -> list[dict[str, Any]]:
 def build_report(
     tenant: str, campaign: str, job: str | None, agg: Aggregate, graph: FlowGraph | None
 ) -> dict[str, Any]:
-    """The report object of DESIGN 3.5 (`report` command, store documents)."""
+    """The report object of the `report` command and the store documents (docs/metrics.md)."""
     return {
         "tenant": tenant,
         "campaign": campaign,

@@ -1,4 +1,4 @@
-"""The campaign flow graph (DESIGN 3.2) and a bounded cache of parsed graphs.
+"""The campaign flow graph (docs/scripts.md) and a bounded cache of parsed graphs.
 
 The graph decides what counts as completion and where a choice was made, so it
 is parsed strictly: a malformed script is rejected with the offending field.
@@ -38,7 +38,7 @@ class FlowGraph:
         return node in self.end_nodes
 
     def choice_node(self, target: str, choice: str | None, node: str | None = None) -> str | None:
-        """Where a choice leading to `target` was made (DESIGN 3.3)."""
+        """Where a choice leading to `target` was made (docs/metrics.md)."""
         if node:
             return node
         preds = self.predecessors.get(target, ())
@@ -167,6 +167,15 @@ def parse_script(data: Any) -> FlowGraph:
         sha=hashlib.sha1(canonical.encode()).hexdigest(),
         raw=canonical,
     )
+
+
+def check_completable(graph: FlowGraph) -> FlowGraph:
+    """The graph, once some node ends the flow; ScriptError otherwise (completions could never count)."""
+    if not graph.end_nodes:
+        raise ScriptError("end_nodes", "the script has no end node (every node has an outgoing edge, e.g. a "
+                                       "cycle), so no user could ever complete it: add a node without outgoing "
+                                       "edges or of type 'end', or list one in end_nodes")
+    return graph
 
 
 class ScriptCache:

@@ -11,7 +11,8 @@ from ..config import Config
 from ..errors import ValidationError
 from .app import main
 from .options import (
-    campaign_option, config_options, counters_for, emit, format_option, say, store_for, tenant_option, window_option,
+    campaign_option, config_options, counters_for, emit, format_option, id_option, reader_store, say, store_for,
+    tenant_option, window_option,
 )
 from .output import analysis_table, rows_csv
 
@@ -31,10 +32,10 @@ def comparison_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 @main.command()
 @tenant_option
 @campaign_option
-@click.option("--job", "jobs", multiple=True, required=True, help="A job (run) to compare: give it twice, A then B.")
+@id_option("job", "jobs", multiple=True, help="A job (run) to compare: give it twice, A then B.")
 @click.option("--from-store", is_flag=True, help="Compare the last snapshots in the report store instead of Redis.")
 @format_option
-@config_options
+@config_options()
 def compare(cfg: Config, tenant: str, campaign: str, jobs: tuple[str, ...], from_store: bool, fmt: str) -> None:
     """Compare two jobs of a campaign: every metric side by side, and whether their rates differ.
 
@@ -43,13 +44,17 @@ def compare(cfg: Config, tenant: str, campaign: str, jobs: tuple[str, ...], from
     also get a two-proportion test: the difference in percentage points, its
     95% interval and the p-value (significant: p < 0.05). CSV: one row per
     test, then per metric.
+
+    \b
+    Example:
+      campaign-counters compare --tenant acme --campaign spring-sale --job run-1 --job run-2
     """
     if len(jobs) != 2 or jobs[0] == jobs[1]:
         raise ValidationError("job", "give exactly two different jobs: --job A --job B")
     if from_store:
         from ..persist.views import stored_report
 
-        store = store_for(cfg)
+        store = reader_store(cfg)
         result = compare_reports(*(stored_report(store, tenant, campaign, j) for j in jobs))
     else:
         result = counters_for(cfg).compare(tenant, campaign, jobs[0], jobs[1])
@@ -75,13 +80,13 @@ def analysis_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 @main.command()
 @tenant_option
 @campaign_option
-@click.option("--job", help="A job (run) of the campaign [default: the campaign total].")
+@id_option("job", required=False, help="A job (run) of the campaign [default: the campaign total].")
 @window_option
 @click.option("--persist", is_flag=True, help="Also store the analysis of the total and of every job in the "
                                               "campaign's CampaignReports documents (field `analysis`) and "
                                               "publish it on the campaign dashboard (Grafana).")
 @format_option
-@config_options
+@config_options()
 def analyze(cfg: Config, tenant: str, campaign: str, job: str | None, window_s: int, persist: bool, fmt: str) -> None:
     """Analyse a campaign's journeys now: paths, drop-off states, time, unique choosers, best hours.
 
@@ -89,6 +94,10 @@ def analyze(cfg: Config, tenant: str, campaign: str, job: str | None, window_s: 
     O(users) time, memory bounded by nodes), never on the recording path.
     Heatmap hours are in the tenant's timezone. CSV: one row per value,
     `section` first.
+
+    \b
+    Example:
+      campaign-counters analyze --tenant acme --campaign spring-sale --job run-1 --format table
     """
     from ..persist.analysis import live_analyses, persist_analysis
 

@@ -19,9 +19,11 @@ from ..connection import redact
 from ..errors import (
     BackendError, NotFound, Refused, RepairRefused, SnapshotRefused, TenantMismatch, ValidationError,
 )
+from .environment import check_environment
 from .options import say
 
 EXIT_DRIFT, EXIT_INPUT, EXIT_REJECTED, EXIT_NOT_FOUND, EXIT_BACKEND = 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 EXIT_ATTENTION = EXIT_DRIFT  # health: everything answers, but numbers are at risk
 
 
@@ -67,10 +69,21 @@ def main() -> None:
 
     Record campaign events (JSON Lines), read live reports and user journeys,
     persist them to MongoDB or SQLite. Without --redis-url everything runs on
-    an embedded Redis whose data lives in $CAMPAIGN_COUNTERS_HOME.
+    an embedded Redis whose data lives in $CAMPAIGN_COUNTERS_HOME
+    (./.campaign-counters of the current directory by default).
 
     Exit codes: 0 ok, 1 drift found (reconcile) or something needs attention
     (health), 2 bad input, usage, or a write refused because the history
     would lose numbers, 3 some input lines rejected, 4 not found (or another
     tenant's campaign), 5 Redis or the report store unavailable.
+
+    Every CAMPAIGN_COUNTERS_* variable is checked before a command runs.
+    Shell completion (bash; zsh and fish alike):
+    eval "$(_CAMPAIGN_COUNTERS_COMPLETE=bash_source campaign-counters)"
+
+    \b
+    Example:
+      campaign-counters demo
+      campaign-counters report --tenant demo --campaign demo-campaign --format table
     """
+    check_environment()

@@ -26,6 +26,11 @@ def export_tree(directory: Path | None, check: bool, fmt: str) -> None:
     Key names come from the key schema, so export again after changing it
     and commit the result; the data source and dashboard provisioning
     (YAML) beside them is not generated.
+
+    \b
+    Example:
+      campaign-counters grafana export
+      campaign-counters grafana export --check
     """
     from ..grafana.export import DEFAULT_DIR, export, stale_files
 

@@ -13,9 +13,8 @@ from ..errors import ValidationError
 from ..nightly.schedule import ENV_HISTORY
 from .app import EXIT_DRIFT, EXIT_INPUT, main
 from .options import (
-    ProgressBar, checked_writer, config_options, counters_for, emit, force_option, format_option, history_option, say,
-    store_for,
-    tz_option, zone_for,
+    ProgressBar, checked_writer, config_options, counters_for, emit, force_option, format_option, history_option,
+    id_option, say, store_for, tenant_option, tz_option, zone_for,
 )
 
 
@@ -28,17 +27,20 @@ def _history(src: str | None) -> Any:
 
 
 @main.command()
-@click.option("--tenant", required=True, help="Tenant id.")
+@tenant_option
 @history_option
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="Check the campaigns with events on this local day.")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]),
+              help="Check the campaigns with events on this local day.")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]),
               help="Backfill: the campaigns with events on any local day from --date to this one.")
-@click.option("--campaign", multiple=True, help="Check only this campaign (repeatable).")
+@id_option("campaign", required=False, multiple=True,
+           help="Check only this campaign (repeatable); not found (exit 4) when it has no data anywhere.")
 @tz_option
-@click.option("--repair", is_flag=True, help="Replace drifting campaigns' Redis state with the truth, atomically, and re-snapshot.")
+@click.option("--repair", is_flag=True,
+              help="Replace drifting campaigns' Redis state with the truth, atomically, and re-snapshot.")
 @force_option
 @format_option
-@config_options
+@config_options()
 def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until: Any, campaign: tuple[str, ...],
               tz: str | None, repair: bool, force: bool, fmt: str) -> None:
     """Recompute campaigns from the raw history and compare with the live counters.
@@ -51,7 +53,14 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
     Exit status 0 when there is no drift (after repairing, with --repair), 1
     otherwise, 2 when --repair was refused: the history has no events for a
     drifting campaign that has live or stored data, or would shrink its users
-    or interactions (nothing is written then; --force repairs anyway).
+    or interactions (nothing is written then; --force repairs anyway), 4
+    when a --campaign has no events in the history, nothing live and
+    nothing stored.
+
+    \b
+    Example:
+      campaign-counters reconcile --tenant acme --history events.jsonl --date 2026-10-25
+      campaign-counters reconcile --tenant acme --history events.jsonl --campaign spring-sale --repair
     """
     from ..nightly.reconcile import reconcile as run
 
@@ -78,7 +87,7 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
 
 
 @main.command()
-@click.option("--tenant", required=True, help="Tenant id.")
+@tenant_option
 @click.option("--period", type=click.Choice(["daily", "weekly", "monthly"]), default="daily", show_default=True)
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A local date in the period [default: today].")
 @click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="Backfill: every period from --date to this date.")
@@ -87,7 +96,7 @@ def reconcile(cfg: Config, tenant: str, history_src: str | None, day: Any, until
 @tz_option
 @force_option
 @format_option
-@config_options
+@config_options()
 def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, history_src: str | None, live: bool,
              tz: str | None, force: bool, fmt: str) -> None:
     """Print (and store) a tenant's overview for a day, ISO week or month.
@@ -98,6 +107,11 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
     nothing stored, when an overview would have smaller counts than the
     stored one or than Redis's per-day counters, or comes from a history
     with no events in a window that has data (--force stores it anyway).
+
+    \b
+    Example:
+      campaign-counters overview --tenant acme --period weekly --date 2026-10-25 --history events.jsonl
+      campaign-counters overview --tenant acme --live
     """
     from ..nightly import overview as ov
 
@@ -123,13 +137,14 @@ def overview(cfg: Config, tenant: str, period: str, day: Any, until: Any, histor
 
 
 @main.command()
-@click.option("--tenant", required=True, help="Tenant id.")
+@tenant_option
 @click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]), help="The tenant-local day.")
 @history_option
-@click.option("--repair", is_flag=True, help="Repair drifting campaigns (the nightly job does with CAMPAIGN_COUNTERS_REPAIR=1).")
+@click.option("--repair", is_flag=True,
+              help="Repair drifting campaigns (the nightly job does with CAMPAIGN_COUNTERS_REPAIR=1).")
 @force_option
 @format_option
-@config_options
+@config_options()
 def nightly(cfg: Config, tenant: str, day: Any, history_src: str | None, repair: bool, force: bool, fmt: str) -> None:
     """Run a tenant's nightly check of one local day now, as the scheduler's job does.
 
@@ -138,6 +153,10 @@ def nightly(cfg: Config, tenant: str, day: Any, history_src: str | None, repair:
     and marks the night done: for the nights `health` lists as missed (too
     old to be retried, refused, run without a history). Prints the run's
     summary; exit status 0 when the night is done, 2 when refused.
+
+    \b
+    Example:
+      campaign-counters nightly --tenant acme --date 2026-10-25 --history events.jsonl
     """
     from ..nightly.schedule import run_night
 
@@ -156,14 +175,20 @@ def tenant() -> None:
 
 
 @tenant.command("set-tz")
-@click.option("--tenant", "name", required=True, help="Tenant id.")
+@id_option("tenant", "name", help="Tenant id.")
 @click.option("--tz", required=True, help="IANA timezone, e.g. Europe/Berlin.")
-@config_options
-def set_tz(cfg: Config, name: str, tz: str) -> None:
-    """Set the timezone of a tenant: its days, overviews and nightly run follow it."""
+@format_option
+@config_options()
+def set_tz(cfg: Config, name: str, tz: str, fmt: str) -> None:
+    """Set the timezone of a tenant: its days, overviews and nightly run follow it.
+
+    \b
+    Example:
+      campaign-counters tenant set-tz --tenant acme --tz Asia/Ho_Chi_Minh
+    """
     from ..persist.durable import remember_timezone
 
     counters, store = checked_writer(cfg)
     counters.set_timezone(name, tz)
     remember_timezone(store, name, tz)
-    emit({"tenant": name, "tz": tz}, "json")
+    emit({"tenant": name, "tz": tz}, fmt)

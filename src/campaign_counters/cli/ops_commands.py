@@ -53,13 +53,17 @@ async def _async_latency(url: str, campaign: str, events: list[dict[str, Any]]) 
               help="Single record calls timed, sync and asyncio each.")
 @click.option("--keep", is_flag=True, help="Keep the benchmark campaigns (tenant cc-bench) instead of deleting them.")
 @format_option
-@config_options
+@config_options(store=False)
 def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
     """Measure record_many throughput and single-call latency on this Redis.
 
     Uses the demo's script and generated users under tenant cc-bench, in
     campaigns of their own that are deleted afterwards (--keep to look at
     them). Prints events/s and latency percentiles in milliseconds.
+
+    \b
+    Example:
+      campaign-counters bench --events 20000 --calls 500
     """
     counters = counters_for(cfg)
     run = uuid.uuid4().hex[:8]
@@ -72,7 +76,7 @@ def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
         if len(stream) >= events:
             break
     try:
-        say(f"bench: record_many of {len(stream):,} events on {redact(cfg.redis)} ...")
+        say(f"bench: record_many of {len(stream):,} events on {cfg.redis_label} ...")
         started = time.perf_counter()
         result = counters.record_many(stream)
         seconds = time.perf_counter() - started
@@ -88,7 +92,7 @@ def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
             for campaign in (bulk, single, single_async):
                 counters.run(m.drop_campaign(counters, campaign))
     emit({
-        "redis": redact(cfg.redis),
+        "redis": cfg.redis_label,
         "record_many": {"events": len(stream), "accepted": result.accepted, "duplicates": result.duplicates,
                         "seconds": round(seconds, 3), "events_per_s": round(len(stream) / seconds)},
         "record": _percentiles(sync_samples),
@@ -99,7 +103,7 @@ def bench(cfg: Config, events: int, calls: int, keep: bool, fmt: str) -> None:
 
 @main.command()
 @format_option
-@config_options
+@config_options(queue=True)
 def health(cfg: Config, fmt: str) -> None:
     """Check Redis, the report store and the queue; show Redis memory, pending
     snapshots and rejected events: by campaign those Redis refused (a campaign
@@ -111,14 +115,37 @@ def health(cfg: Config, fmt: str) -> None:
     refused for lack of memory. Exit status 0 when all is ok, 5 when Redis,
     the store or the queue does not answer (the others are still reported),
     1 when everything answers but something needs attention.
+
+    Creates nothing: with the embedded Redis and no data directory it says
+    so (exit status 5) rather than start an empty one; the report store is
+    only read (an SQLite file locked by a writer for over 2 s is reported
+    as unavailable).
+
+    \b
+    Example:
+      campaign-counters health
+      campaign-counters health --format table
     """
     from ..health import health as check
 
+    if cfg.embedded and not cfg.home_path.is_dir():
+        report: dict = {"ok": False, "home": str(cfg.home_path), "redis": {
+            "ok": False, "url": "embedded",
+            "error": f"no data directory {cfg.home_path}: nothing was recorded with this home (run from the "
+                     "directory you recorded in, or set CAMPAIGN_COUNTERS_HOME or --home)"}}
+        emit(report, fmt)
+        raise SystemExit(EXIT_BACKEND)
     try:
-        store, store_error = store_for(cfg, must_exist=False), None
+        store, store_error = store_for(cfg, read_only=True), None
     except BackendError as exc:  # e.g. an SQLite file that cannot be opened: Redis is still reported
         store, store_error = None, str(exc)
     report = check(counters_for(cfg), store, queue_for(cfg), store_error=store_error)
+    if cfg.uses_home:
+        report = {"home": str(cfg.home_path), **report}
+    if cfg.embedded:
+        report["redis"]["url"] = "embedded"
+    if store is None and store_error is None:
+        report["store"] = {"ok": True, "url": redact(cfg.store), "absent": "nothing persisted yet"}
     emit(report, fmt)
     if not report["ok"]:
         down = any(not report.get(part, {}).get("ok", True) for part in ("redis", "store", "queue"))

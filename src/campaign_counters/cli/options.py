@@ -6,6 +6,9 @@ Data goes to stdout; messages and progress to stderr.
 from __future__ import annotations
 
 import functools
+import logging
+import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -15,8 +18,10 @@ import click
 
 from ..analysis import DEFAULT_WINDOW_S
 from ..config import ENV_HOME, ENV_QUEUE, ENV_REDIS, ENV_STORE, Config
+from ..connection import redact
 from ..counters import Counters
-from ..errors import BackendError
+from ..errors import NotFound
+from ..events import check_id, check_text
 from ..nightly.schedule import ENV_HISTORY
 from ..timezones import parse_zone
 from .output import FORMATS, render
@@ -25,6 +30,36 @@ from .output import FORMATS, render
 def say(message: str) -> None:
     """A message for people: stderr."""
     click.echo(message, err=True)
+
+
+def program() -> str:
+    """How to run this command line again: `campaign-counters` when that is on PATH, else its full path."""
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("campaign-counters")
+    if invoked.name == "campaign-counters":
+        same = on_path is not None and Path(on_path).resolve() == invoked.resolve()
+        return "campaign-counters" if same else str(invoked)
+    if on_path is not None:
+        return "campaign-counters"
+    return f"{Path(sys.executable)} -m campaign_counters"
+
+
+def log_to_stderr(level: str, quiet: bool = False, verbose: bool = False) -> str:
+    """Send log records (ours and RQ's) to stderr at `level` (-q: WARNING, -v: DEBUG); returns the level used."""
+    level = "DEBUG" if verbose else "WARNING" if quiet else level.upper()
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    return level
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit, so close callbacks and exit hooks run (the embedded Redis stops)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        say("stopping (SIGTERM)")
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def emit(data: Any, fmt: str) -> None:
@@ -61,45 +96,89 @@ class ProgressBar:
             self.bar = None
 
 
-def config_options(f: Callable) -> Callable:
-    """--redis-url/--store-url/--queue-url/--home on every command that connects."""
-
-    @click.option("--redis-url", envvar=ENV_REDIS, show_envvar=True, metavar="URL",
-                  help="redis://, rediss://, unix:// or redis+cluster://host:port,... "
-                       "[default: an embedded Redis under --home]")
-    @click.option("--store-url", envvar=ENV_STORE, show_envvar=True, metavar="URL",
-                  help="sqlite:///path or mongodb://host/db [default: sqlite:///HOME/reports.db]")
-    @click.option("--queue-url", envvar=ENV_QUEUE, show_envvar=True, metavar="URL",
-                  help="Redis for the RQ queue (not a cluster) [default: the Redis URL]")
-    @click.option("--home", envvar=ENV_HOME, show_envvar=True, metavar="DIR",
-                  help="Where embedded data lives [default: ./.campaign-counters]")
-    @functools.wraps(f)
-    def wrapper(redis_url: str | None, store_url: str | None, queue_url: str | None, home: str | None,
-                **kwargs: Any) -> Any:
-        cfg = Config.from_env(redis_url=redis_url, store_url=store_url, queue_url=queue_url, home=home)
-        return f(cfg, **kwargs)
-
-    return wrapper
+_REDIS = click.option(
+    "--redis-url", envvar=ENV_REDIS, show_envvar=True, metavar="URL",
+    help="redis://, rediss://, unix:// or redis+cluster://host:port,... [default: an embedded Redis under --home]")
+_STORE = click.option(
+    "--store-url", envvar=ENV_STORE, show_envvar=True, metavar="URL",
+    help="sqlite:///relative.db, sqlite:////absolute/path.db or mongodb://host/db "
+         "[default: reports.db under --home]")
+_QUEUE = click.option(
+    "--queue-url", envvar=ENV_QUEUE, show_envvar=True, metavar="URL",
+    help="Redis for the RQ queue (not a cluster) [default: the Redis URL]")
+_HOME = click.option(
+    "--home", envvar=ENV_HOME, show_envvar=True, metavar="DIR",
+    help="Where the embedded Redis and the default store keep their data [default: ./.campaign-counters, "
+         "relative to the current directory]")
 
 
-def format_option(f: Callable) -> Callable:
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="json", show_default=True,
-                        help="json: one object (or array) on stdout. table: for people, scalars then one "
-                             "table per nested list/mapping (nodes, funnel). csv: a header `key,value` then "
-                             "one row per value, nested keys dotted (node_analytics.NODE.reached_count, "
-                             "funnel_data.0.node); null is an empty value.")(f)
+def config_options(*, store: bool = True, queue: bool = False) -> Callable[[Callable], Callable]:
+    """--redis-url and --home on every command that connects; --store-url, --queue-url where they are used."""
+
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(**kwargs: Any) -> Any:
+            urls = {k: kwargs.pop(k, None) for k in ("redis_url", "store_url", "queue_url", "home")}
+            return f(Config.from_env(**urls), **kwargs)
+
+        for option in reversed([_REDIS, *([_STORE] if store else []), *([_QUEUE] if queue else []), _HOME]):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def format_option(f: Callable | None = None, *, nested: bool = False) -> Callable:
+    """--format json|table|csv; `nested`: the output holds node analytics and a funnel (say how they print)."""
+    detail = (" (nodes, funnel)" if nested else "",
+              " (node_analytics.NODE.reached_count, funnel_data.0.node)" if nested else "")
+    option = click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="json", show_default=True,
+        help=f"json: one object (or array) on stdout. table: for people, scalars then one table per nested "
+             f"list or mapping{detail[0]}. csv: a header `key,value` then one row per value, nested keys "
+             f"dotted{detail[1]}; null is an empty value.")
+    return option(f) if f is not None else option
+
+
+def announce_home(cfg: Config) -> None:
+    """Say on stderr, once per command, that the data directory is being created (a new, empty store)."""
+    ctx = click.get_current_context(silent=True)
+    if not cfg.uses_home or cfg.home_path.exists() or (ctx is not None and ctx.meta.get("cc-home-announced")):
+        return
+    if ctx is not None:
+        ctx.meta["cc-home-announced"] = True
+    say(f"note: creating the data directory {cfg.home_path} (nothing recorded there yet; set {ENV_HOME} "
+        "or --home to use another one)")
+
+
+def checked_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """An option's id(s) checked as the event contract checks them (ValidationError names the option)."""
+    field = param.opts[0].lstrip("-")
+    if value is None:
+        return None
+    if field == "user":
+        return check_text("user", value)
+    return tuple(check_id(field, v) for v in value) if isinstance(value, tuple) else check_id(field, value)
+
+
+def id_option(name: str, *decls: str, required: bool = True, help: str = "", **kwargs: Any) -> Callable:
+    """--tenant/--campaign/--job/--user: an id of the event contract, checked before anything runs."""
+    return click.option(f"--{name}", *decls, required=required, help=help, callback=checked_id, **kwargs)
+
+
+tenant_option = id_option("tenant", help="Tenant id (1-50 characters of A-Z a-z 0-9 _ . -).")
+campaign_option = id_option("campaign", help="Campaign id (1-64 characters of A-Z a-z 0-9 _ . -).")
 
 
 window_option = click.option(
     "--window", "window_s", default=DEFAULT_WINDOW_S, show_default=True, type=click.IntRange(1),
     help="Inactivity window of the analysis, seconds: a user who did not go on from a node is waiting there "
          "while their last activity is younger than this, dropped after.")
-tenant_option = click.option("--tenant", required=True, help="Tenant id.")
-campaign_option = click.option("--campaign", required=True, help="Campaign id.")
 
 
 def counters_for(cfg: Config) -> Counters:
     """The client, closed with the command: the embedded server stops with its last client."""
+    announce_home(cfg)
     counters = Counters(cfg.redis)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
@@ -125,30 +204,39 @@ def checked_writer(cfg: Config) -> tuple[Counters, Any]:
     return counters, store
 
 
-def store_for(cfg: Config, must_exist: bool = True) -> Any:
-    """The report store; with `must_exist` False, None when the default file is absent."""
+def store_for(cfg: Config, read_only: bool = False) -> Any:
+    """The report store. `read_only` (readers): creates nothing; None when there is no store yet."""
     from ..stores import open_store
+    from ..stores.sqlite import StoreAbsent
 
-    if not must_exist and cfg.store_url is None and not Path(cfg.store[len("sqlite:///"):]).exists():
-        return None
-    return open_store(cfg.store)
+    if not read_only:
+        if not cfg.store_url:
+            announce_home(cfg)
+        store = open_store(cfg.store)
+    else:
+        try:
+            store = open_store(cfg.store, read_only=True)
+        except StoreAbsent:
+            return None
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(store.close)
+    return store
 
 
-def reachable_store(cfg: Config) -> tuple[Any, str | None]:
-    """(the report store, None) when it answers (None when the default file is absent), else (None, why)."""
-    try:
-        store = store_for(cfg, must_exist=False)
-        if store is not None:
-            store.ping()
-        return store, None
-    except BackendError as exc:
-        return None, str(exc)
+def reader_store(cfg: Config) -> Any:
+    """The report store for `--from-store` reads (creates nothing); NotFound when nothing was persisted there."""
+    store = store_for(cfg, read_only=True)
+    if store is None:
+        raise NotFound(f"no report store at {redact(cfg.store)} yet: nothing was persisted there (run `snapshot`)")
+    return store
 
 
 def queue_for(cfg: Config) -> Any:
     """The RQ queue, its connection closed with the command (the embedded server stops with its last client)."""
     from ..persist.jobs import make_queue
 
+    announce_home(cfg)
     queue = make_queue(cfg.queue)
     click.get_current_context().call_on_close(queue.connection.close)
     return queue

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, BinaryIO, Iterator, NamedTuple, TextIO
+from typing import Any, BinaryIO, Iterator, NamedTuple
 
 import click
 
 from ..config import Config
-from ..connection import redact
 from ..counters import maintenance as m
-from ..errors import NotFound
+from ..errors import NotFound, TenantMismatch, ValidationError
 from ..jsonlines import decode_error, loads_line
 from ..persist import durable
-from .app import EXIT_BACKEND, EXIT_REJECTED, main
+from .app import EXIT_BACKEND, EXIT_INTERRUPTED, EXIT_REJECTED, main
 from .options import (
-    campaign_option, checked_writer, config_options, counters_for, emit, format_option, say, store_for, tenant_option,
-    window_option,
+    campaign_option, checked_writer, config_options, counters_for, emit, format_option, id_option, program,
+    reader_store, say, store_for, tenant_option, window_option,
 )
 from .output import analysis_table
 
@@ -30,22 +29,42 @@ def script() -> None:
 @script.command("load")
 @tenant_option
 @campaign_option
-@click.argument("file", type=click.File("r"))
-@config_options
-def script_load(cfg: Config, tenant: str, campaign: str, file: TextIO) -> None:
+@click.argument("file", type=click.File("rb"))
+@format_option
+@config_options()
+def script_load(cfg: Config, tenant: str, campaign: str, file: BinaryIO, fmt: str) -> None:
     """Register or replace the script of a campaign, binding it to the tenant.
 
-    FILE is the script JSON ({"nodes": [...], "edges": [...]}), or - for stdin.
-    Prints the start node, end nodes and flow sequence found.
+    FILE is the script JSON ({"nodes": [...], "edges": [...]}, UTF-8), or -
+    for stdin. Prints the start node, end nodes and flow sequence found. A
+    script without an end node is refused (completions could never count).
+    Another tenant's campaign is not found (exit status 4), as in `report`.
+
+    \b
+    Example:
+      campaign-counters script load --tenant acme --campaign spring-sale script.json
     """
+    raw = file.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("file", f"{getattr(file, 'name', '-')}: not valid UTF-8 (byte {exc.start + 1})") from None
     counters, store = checked_writer(cfg)
-    durable.check_owner(counters, store, tenant, campaign)  # the store remembers closed campaigns' owners
-    graph = counters.load_script(tenant, campaign, file.read())
+    try:
+        durable.check_owner(counters, store, tenant, campaign)  # the store remembers closed campaigns' owners
+        graph = counters.load_script(tenant, campaign, text)
+    except TenantMismatch:
+        raise NotFound(campaign_not_found(tenant, campaign)) from None
     durable.remember_campaign(counters, store, counters.run(m.campaign_meta(counters, campaign)))
     emit({
         "tenant": tenant, "campaign": campaign, "nodes": len(graph.nodes), "start": graph.start,
         "end_nodes": sorted(graph.end_nodes), "flow_sequence": list(graph.flow_sequence),
-    }, "json")
+    }, fmt)
+
+
+def campaign_not_found(tenant: str, campaign: str) -> str:
+    """What an unknown campaign, and another tenant's, look like: the same words."""
+    return f"campaign {campaign!r} of tenant {tenant!r} has no data"
 
 
 class BadLine(NamedTuple):
@@ -78,8 +97,9 @@ def _lines(stream: BinaryIO, chunk: int) -> Iterator[list[tuple[int, Any]]]:
 @main.command()
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option("--chunk", default=5000, show_default=True, type=click.IntRange(1), help="Lines per batch sent to Redis.")
-@config_options
-def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
+@format_option
+@config_options()
+def record(cfg: Config, file: BinaryIO, chunk: int, fmt: str) -> None:
     """Record JSON Lines events from FILE (default -: stdin), streamed, in order.
 
     One event object per line (see the README's event table); blank lines
@@ -89,34 +109,52 @@ def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
     that is not JSON has FIELD `line`). Exit status 0 when nothing was
     rejected, 3 when some lines were (all others are recorded), 5 when Redis
     failed (recording stops there; events with an id can be recorded again
-    safely). Progress every 100,000 lines.
+    safely), 130 when interrupted (Ctrl-C): stderr says which lines were
+    recorded and how to resume. Progress every 100,000 lines.
+
+    \b
+    Example:
+      campaign-counters record events.jsonl
+      cat events.jsonl | campaign-counters record -
     """
     counters, _ = checked_writer(cfg)
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "unknown": 0, "unsent": 0}
-    started, seen, next_progress = time.monotonic(), 0, 100_000
-    for batch in _lines(file, chunk):
-        good = [(n, obj) for n, obj in batch if not isinstance(obj, BadLine)]
-        messages = [(n, f"line: {obj.reason}") for n, obj in batch if isinstance(obj, BadLine)]
-        totals["rejected"] += len(messages)
-        result = counters.record_many([obj for _, obj in good])
-        messages += [(good[r.index][0], f"{r.field}: {r.reason}") for r in result.rejections]
-        for n, message in sorted(messages, key=lambda m: m[0]):
-            say(f"line {n}: {message}")
-        for key, value in result.summary().items():
-            totals[key] += value
-        if result.failed:
-            failed = sorted(good[i][0] for i, _ in result.errors)
-            say(f"unavailable: Redis at {redact(cfg.redis)}: {result.errors[0][1]}; "
-                f"{len(failed):,} line(s) not recorded (first: line {failed[0]}), the rest of the input "
-                "was not read. Recording the input again is safe for events with an id.")
-            break
-        seen += len(batch)
-        if seen >= next_progress:
-            rate = seen / max(time.monotonic() - started, 1e-9)
-            say(f"... {seen:,} lines ({rate:,.0f}/s)")
-            next_progress += 100_000
+    started, seen, next_progress, done_through = time.monotonic(), 0, 100_000, 0
+    try:
+        for batch in _lines(file, chunk):
+            good = [(n, obj) for n, obj in batch if not isinstance(obj, BadLine)]
+            messages = [(n, f"line: {obj.reason}") for n, obj in batch if isinstance(obj, BadLine)]
+            totals["rejected"] += len(messages)
+            result = counters.record_many([obj for _, obj in good])
+            messages += [(good[r.index][0], f"{r.field}: {r.reason}") for r in result.rejections]
+            for n, message in sorted(messages, key=lambda m: m[0]):
+                say(f"line {n}: {message}")
+            for key, value in result.summary().items():
+                totals[key] += value
+            if result.failed:
+                failed = sorted(good[i][0] for i, _ in result.errors)
+                say(f"unavailable: Redis at {cfg.redis_label}: {result.errors[0][1]}; "
+                    f"{len(failed):,} line(s) not recorded (first: line {failed[0]}), the rest of the input "
+                    "was not read. Recording the input again is safe for events with an id.")
+                break
+            done_through = batch[-1][0]
+            seen += len(batch)
+            if seen >= next_progress:
+                rate = seen / max(time.monotonic() - started, 1e-9)
+                say(f"... {seen:,} lines ({rate:,.0f}/s)")
+                next_progress += 100_000
+    except KeyboardInterrupt:
+        source = getattr(file, "name", "-")
+        source = "-" if source in ("<stdin>", "-") else source
+        resume = (f"tail -n +{done_through + 1} {source} | {program()} record -" if source != "-"
+                  else f"skip the first {done_through:,} lines of the input and record the rest")
+        say(f"interrupted: lines 1-{done_through:,} were recorded ({totals['accepted']:,} events accepted); "
+            f"to resume: {resume}. The batch in flight may be partly recorded: recording it again is safe "
+            "for events with an id.")
+        emit({k: v for k, v in totals.items() if k in ("accepted", "duplicates", "rejected") or v}, fmt)
+        sys.exit(EXIT_INTERRUPTED)
     summary = {k: v for k, v in totals.items() if k in ("accepted", "duplicates", "rejected") or v}
-    emit(summary, "json")
+    emit(summary, fmt)
     if totals["unknown"] or totals["unsent"]:
         sys.exit(EXIT_BACKEND)
     if totals["rejected"]:
@@ -126,15 +164,17 @@ def record(cfg: Config, file: BinaryIO, chunk: int) -> None:
 @main.command()
 @tenant_option
 @campaign_option
-@click.option("--job", help="A job (run) of the campaign [default: the campaign total].")
-@click.option("--from-store", is_flag=True, help="Read the last snapshot from the report store instead of Redis.")
+@id_option("job", required=False, help="A job (run) of the campaign [default: the campaign total].")
+@click.option("--from-store", is_flag=True,
+              help="Read the last snapshot from the report store instead of Redis (creates nothing; waits at most "
+                   "2 s for a writer's lock on SQLite).")
 @click.option("--analysis", "with_analysis", is_flag=True,
               help="Add the live analysis (field `analysis`, as `analyze` gives it): scans every user's record, "
                    "O(users) instead of O(nodes x jobs). With --from-store, the stored analysis (the last "
                    "`analyze --persist` or nightly check) is part of the report whenever there is one.")
 @window_option
-@format_option
-@config_options
+@format_option(nested=True)
+@config_options()
 def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store: bool, with_analysis: bool,
            window_s: int, fmt: str) -> None:
     """Print the report of a campaign (or of one job), live from Redis.
@@ -145,11 +185,18 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
     Redis (one scan in pages: O(users) time, about 10 s per 100,000 users
     as measured in BENCHMARKS.md, against about 1 ms for the report alone;
     memory bounded by nodes plus the ids of the users scanned).
+
+    \b
+    Example:
+      campaign-counters report --tenant acme --campaign spring-sale
+      campaign-counters report --tenant acme --campaign spring-sale --job run-1 --format table
+      campaign-counters report --tenant acme --campaign spring-sale --from-store
+      campaign-counters report --tenant acme --campaign spring-sale --analysis --window 3600
     """
     if from_store:
         from ..persist.views import stored_report
 
-        emit(stored_report(store_for(cfg), tenant, campaign, job), fmt)
+        emit(stored_report(reader_store(cfg), tenant, campaign, job), fmt)
         return
     try:
         if with_analysis:
@@ -172,11 +219,11 @@ def report(cfg: Config, tenant: str, campaign: str, job: str | None, from_store:
 @main.command()
 @tenant_option
 @campaign_option
-@click.option("--job", required=True, help="Job (run) id.")
-@click.option("--user", required=True, help="User id.")
+@id_option("job", help="Job (run) id.")
+@id_option("user", help="User id.")
 @click.option("--from-store", is_flag=True, help="Read the last snapshot from the report store instead of Redis.")
-@format_option
-@config_options
+@format_option(nested=True)
+@config_options()
 def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_store: bool, fmt: str) -> None:
     """Print one user's journey through a job: steps, completion, exit node.
 
@@ -184,21 +231,25 @@ def journey(cfg: Config, tenant: str, campaign: str, job: str, user: str, from_s
     read, whatever the campaign's size); when Redis no longer holds the user
     (the campaign's keys expired after it closed), from the last snapshot in
     the report store. `--from-store` reads the snapshot only.
+
+    \b
+    Example:
+      campaign-counters journey --tenant acme --campaign spring-sale --job run-1 --user u42
     """
     from ..persist.views import live_journey, stored_journey
 
     if from_store:
-        emit(stored_journey(store_for(cfg), tenant, campaign, job, user), fmt)
+        emit(stored_journey(reader_store(cfg), tenant, campaign, job, user), fmt)
     else:
-        emit(live_journey(counters_for(cfg), lambda: store_for(cfg, must_exist=False), tenant, campaign, job, user),
+        emit(live_journey(counters_for(cfg), lambda: store_for(cfg, read_only=True), tenant, campaign, job, user),
              fmt)
 
 
 @main.command()
 @click.option("--users", default=2000, show_default=True, type=click.IntRange(1, 1_000_000), help="Users to simulate.")
 @click.option("--seed", default=1, show_default=True, help="Random seed (same seed, same data).")
-@format_option
-@config_options
+@format_option(nested=True)
+@config_options()
 def demo(cfg: Config, users: int, seed: int, fmt: str) -> None:
     """Load a sample campaign, simulate users, record their events, print the report.
 
@@ -209,6 +260,11 @@ def demo(cfg: Config, users: int, seed: int, fmt: str) -> None:
     from the seed, so running it again records nothing twice: the report stays
     the same (another --seed or more --users adds to it). Without --redis-url
     the data lives in the embedded Redis under $CAMPAIGN_COUNTERS_HOME.
+
+    \b
+    Example:
+      campaign-counters demo
+      campaign-counters demo --users 500 --seed 2 --format table
     """
     from . import demo as d
 
@@ -216,6 +272,6 @@ def demo(cfg: Config, users: int, seed: int, fmt: str) -> None:
     counters.load_script(d.TENANT, d.CAMPAIGN, d.demo_script())
     result = counters.record_many(d.demo_events(users, seed))
     say(f"demo: {result.accepted:,} events recorded, {result.duplicates:,} duplicates ignored "
-        f"({redact(cfg.redis)})")
+        f"({cfg.redis_label})")
     emit(counters.report(d.TENANT, d.CAMPAIGN), fmt)
-    say(f"next: campaign-counters report --tenant {d.TENANT} --campaign {d.CAMPAIGN} --job {d.JOBS[0]} --format table")
+    say(f"next: {program()} report --tenant {d.TENANT} --campaign {d.CAMPAIGN} --job {d.JOBS[0]} --format table")

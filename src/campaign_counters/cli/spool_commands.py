@@ -37,7 +37,7 @@ def spool_status(directory: str | None, fmt: str) -> None:
 @spool.command("replay")
 @spool_dir_option
 @format_option
-@config_options
+@config_options()
 def spool_replay(cfg: Config, directory: str | None, fmt: str) -> None:
     """Send the events of a spool directory to Redis now; what Redis does not take stays spooled.
 

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from ..errors import BackendError, NotFound, TenantMismatch, ValidationError
 from ..events import Event, check_id, parse_event
 from ..reports import build_report
-from ..script import FlowGraph, ScriptCache, parse_script
+from ..script import FlowGraph, ScriptCache, check_completable, parse_script
 from ..timezones import parse_zone, zone_or_utc
 from .keys import KeySchema
 from .records import (
@@ -385,6 +385,8 @@ class CountersCore:
         check_id("tenant", tenant)
         check_id("campaign", campaign)
         graph = script if isinstance(script, FlowGraph) else parse_script(script)
+        if not restore:  # a restored script was accepted once: it is written back as it was
+            check_completable(graph)
         payload = msgpack.packb(
             [
                 list(graph.nodes),

@@ -305,7 +305,7 @@ if not owner then
   closed = owner ~= false
 end
 local scripted = meta['start'] ~= false  -- with a script, an event names only its nodes
-local gen = meta['gen'] or '0'  -- begin_snapshot's first HINCRBY makes it 1
+local gen = meta['gen'] or '0'  -- before the first snapshot (which makes it 2, see begin_snapshot.lua)
 local repairing = meta['repairing'] and tonumber(meta['repairing']) > now  -- a deadline: a crashed repair stops the tail
 local start_facts = facts(meta['start'])
 local stamp = string.char(floor(now_s / 16777216) % 256, floor(now_s / 65536) % 256, floor(now_s / 256) % 256,

@@ -57,7 +57,7 @@ def _wanted(ev: Event, tenant: str, campaigns: set[str] | None, start_ms: int | 
 
 
 class JsonlHistory(HistorySource):
-    """A JSON Lines file of events (DESIGN 3.1); bad lines are skipped and counted."""
+    """A JSON Lines file of events (docs/events.md); bad lines are skipped and counted."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -159,7 +159,9 @@ class MongoHistory(HistorySource):
         except self._errors as exc:
             if isinstance(exc, (ValidationError, BackendError)):
                 raise
-            raise BackendError(f"history {redact(self.url)}: {type(exc).__name__}: {exc}") from exc
+            from ..stores.mongo import mongo_cause
+
+            raise BackendError(f"history {redact(self.url)}: {mongo_cause(exc)}") from exc
 
     def close(self) -> None:
         self.client.close()

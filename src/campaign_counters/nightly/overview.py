@@ -1,4 +1,4 @@
-"""Overview reports (DESIGN 3.4): exact from history, or approximate "today so far".
+"""Overview reports (docs/metrics.md, Overviews): exact from history, or approximate "today so far".
 
 Exact overviews stream the history once for any number of periods and are
 upserted by (tenant, type, date), so recomputing one changes nothing.  The

@@ -198,7 +198,7 @@ class CampaignTruth:
 
 
 
-# -- overviews (DESIGN 3.4) -----------------------------------------------------
+# -- overviews (docs/metrics.md) -----------------------------------------------
 
 PERIODS = ("daily", "weekly", "monthly")
 

@@ -121,6 +121,17 @@ def _live(counters: Counters, tenant: str, campaign: str, job: str | None) -> di
         return None
 
 
+def _refuse_unknown(counters: Counters, store: ReportStore | None, tenant: str, truths: dict[str, CampaignTruth],
+                    named: set[str]) -> None:
+    """NotFound when a campaign named by the caller has no events in the history, no live data, nothing stored."""
+    unknown = sorted(c for c in named if not truths[c].has_events and _live(counters, tenant, c, None) is None
+                     and (store is None or not store.campaign_reports(tenant, c)))
+    if unknown:
+        raise NotFound(f"campaign {unknown[0]!r} of tenant {tenant!r} has no data: no events in the history, "
+                       "nothing live, nothing stored" + (f" (nor {', '.join(map(repr, unknown[1:]))})"
+                                                         if unknown[1:] else ""))
+
+
 def _live_jobs(counters: Counters, tenant: str, campaign: str) -> set[str]:
     """Jobs with live keys, when the campaign is this tenant's."""
     meta = counters.run(m.campaign_meta(counters, campaign))
@@ -163,14 +174,16 @@ def reconcile(
     the history has been read. Raises `Refused` (nothing written) when a
     repair would shrink a campaign's counts, unless `force`; TenantMismatch
     (nothing written, `force` or not) when a repair names a campaign that
-    Redis or the store binds to another tenant. Every report
-    checked (history, live, snapshot) is also checked for the order of
-    `invariants.CHAIN`; `approximation` (the measured error of the live
+    Redis or the store binds to another tenant; `NotFound` when a campaign
+    named in `campaigns` has no events, live data or stored report. Every
+    report checked (history, live, snapshot) is also checked for the order
+    of `invariants.CHAIN`; `approximation` (the measured error of the live
     HyperLogLogs, see `approximation.measure`) is recorded with the result.
     With `analysis`, each campaign's journey analysis (`persist.analysis`,
     one scan of its users) is checked too, at one instant for both sides.
     """
     tz = tz or counters.run(counters.plan_timezone(tenant))
+    named: set[str] = set()
     if campaigns is None:
         start_ms = end_ms = None
         if day is not None:
@@ -179,10 +192,14 @@ def reconcile(
         campaigns = {ev.campaign for ev in history.events(tenant, None, start_ms, end_ms, progress=read_progress)}
         if day is None:
             campaigns |= _live_campaigns(counters, tenant)
+    else:
+        named = set(campaigns)
     foreign = sorted(c for c in campaigns if durable.owners(counters, store, c) - {tenant})
     if foreign and repair:
         raise TenantMismatch(foreign[0])  # before anything is written, for every campaign
     truths = _truths(counters, history, tenant, campaigns, read_progress)
+    if record and named:
+        _refuse_unknown(counters, store, tenant, truths, named)
     result = ReconcileResult(tenant, campaigns=sorted(truths))
     drifted: set[str] = set()
     losses: dict[str, list[guard.Loss]] = {}

@@ -23,6 +23,7 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..config import repair_at_night
 from ..connection import redact
 from ..counters import Counters
 from ..counters import maintenance as m
@@ -41,7 +42,6 @@ from .reconcile import reconcile
 log = logging.getLogger(__name__)
 
 ENV_HISTORY = "CAMPAIGN_COUNTERS_HISTORY"
-ENV_REPAIR = "CAMPAIGN_COUNTERS_REPAIR"
 CATCH_UP_DAYS = 7
 RETRY_SECONDS = 900  # between two attempts at a pending night
 OVERDUE = timedelta(hours=6)  # a pending night not attempted this long after it ended is missed
@@ -182,7 +182,7 @@ def nightly_job(tenant: str, day_iso: str) -> dict[str, Any]:
     """RQ entry point: `run_night` with the worker's history source and repair setting."""
     counters, store, _ = job_context()
     return run_night(counters, store, os.environ.get(ENV_HISTORY), tenant, date.fromisoformat(day_iso),
-                     repair=os.environ.get(ENV_REPAIR, "") in ("1", "true", "yes"))
+                     repair=repair_at_night())
 
 
 def nights_health(counters: Counters, now: datetime | None = None) -> dict[str, Any]:

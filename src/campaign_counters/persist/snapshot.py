@@ -57,7 +57,8 @@ class SnapshotResult:
     tenant: str
     campaign: str
     reports: int = 0
-    journeys: int = 0
+    journeys: int = 0  # one per user and job
+    users: int = 0  # distinct users whose journeys were written
     steps: int = 0
     batches: int = 0
     expired: bool = False
@@ -174,6 +175,7 @@ def _persist(counters: Counters, store: ReportStore, meta: m.CampaignMeta, resul
     start = counters.run(m.begin_snapshot(counters, campaign))
     snapshot_at = _now_iso()
     users = counters.run(m.changed_users(counters, campaign))
+    result.users = len(users)
     for first in range(0, len(users), batch):
         docs = _journey_docs(counters, meta, users[first:first + batch], snapshot_at)
         if guard:

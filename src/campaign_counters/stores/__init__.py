@@ -22,10 +22,28 @@ SCHEMES = {
 __all__ = ["ReportStore", "open_store"]
 
 
-def open_store(url: str) -> ReportStore:
-    """`sqlite:///path/reports.db` or `mongodb://[user:pass@]host[:port]/db`."""
+def check_store_url(url: str, field: str = "store-url") -> str:
+    """The URL's scheme once the URL names a backend; ValidationError naming `field` otherwise."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
-        raise ValidationError("store-url", f"unsupported store URL {redact(url)!r}: use sqlite:///path or mongodb://host/db")
-    module, name = SCHEMES[scheme]
-    return getattr(import_module(f".{module}", __name__), name)(url)
+        raise ValidationError(field, f"unsupported store URL {redact(url)!r}: use sqlite:///relative.db, "
+                                     "sqlite:////absolute/path.db or mongodb://host/db")
+    if scheme == "sqlite":
+        from .sqlite import sqlite_path  # the standard library's sqlite3 only
+
+        try:
+            sqlite_path(url)
+        except ValidationError as exc:
+            raise ValidationError(field, exc.reason) from None
+    return scheme
+
+
+def open_store(url: str, read_only: bool = False) -> ReportStore:
+    """`sqlite:///relative.db`, `sqlite:////absolute.db` or `mongodb://[user:pass@]host[:port]/db`.
+
+    `read_only`: for readers, which create nothing; an SQLite file that does
+    not exist (or holds no reports) raises `sqlite.StoreAbsent`.
+    """
+    module, name = SCHEMES[check_store_url(url)]
+    cls = getattr(import_module(f".{module}", __name__), name)
+    return cls(url, read_only=True) if read_only else cls(url)

@@ -14,6 +14,7 @@ older one (plain strings and numbers) to those types, once: see `migrate`.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - optional dependency
     raise BackendError("MongoDB needs the 'mongo' extra: pip install 'campaign-counters[mongo]'") from exc
 
 log = logging.getLogger(__name__)
+_TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
 
 DEFAULT_DB = "campaign_counters"
 META = "CampaignCountersMeta"  # {"_id": "schema", "version": n}: the document types this store holds
@@ -38,9 +40,19 @@ MIGRATION_BATCH = 1000
 EARLIEST_MIDNIGHT, LATEST_MIDNIGHT = timedelta(hours=-14), timedelta(hours=12)
 
 
+def mongo_cause(exc: Exception) -> str:
+    """One line naming the cause of a PyMongo error, without its topology dump or timeout settings."""
+    text = (str(exc).splitlines() or [""])[0].split(", Timeout: ")[0].split(", Topology Description: ")[0]
+    text = _TIMEOUTS.sub("", text)
+    if isinstance(exc, pymongo.errors.ServerSelectionTimeoutError):
+        return f"no MongoDB server answered ({text})"
+    return f"{type(exc).__name__}: {text}"
+
+
 class MongoStore(ReportStore):
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str, client: Any = None, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only  # reads create no index (writes do, once); kept for open_store's readers
         self._errors = pymongo.errors.PyMongoError
         options = {} if "serverselectiontimeoutms" in url.lower() else {"serverSelectionTimeoutMS": 5000}
         self.client = client or pymongo.MongoClient(url, tz_aware=True, **options)
@@ -59,7 +71,7 @@ class MongoStore(ReportStore):
         self._indexed = False
 
     def _fail(self, exc: Exception) -> BackendError:
-        return BackendError(f"report store {redact(self.url)}: {type(exc).__name__}: {exc}")
+        return BackendError(f"report store {redact(self.url)}: {mongo_cause(exc)}")
 
     def _prepare(self, write: bool) -> None:
         """Before the first read or write: migrate older documents (once per database).

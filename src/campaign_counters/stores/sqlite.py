@@ -8,6 +8,12 @@ change log it came from is dropped in Redis.
 
 Files written by earlier versions (steps keyed by journal entry id) are
 migrated when opened: their steps keep their order.
+
+URLs follow SQLAlchemy's convention: `sqlite:///reports.db` is relative to
+the working directory, `sqlite:////var/lib/cc/reports.db` (four slashes) is
+absolute. A reader (`read_only=True`) creates nothing: no directory, file,
+table or migration, and waits at most `READ_TIMEOUT` seconds for a writer's
+lock before failing.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from typing import Any, Iterable
 
 from ..errors import BackendError, ValidationError
 from .base import JOURNEY_FIELDS, ReportStore
+
+WRITE_TIMEOUT = 30.0  # seconds a writer waits for another writer's lock
+READ_TIMEOUT = 2.0  # seconds a reader (report --from-store, health) waits for a writer's lock
+URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
 SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -54,24 +64,54 @@ def _sid_order(sid: str) -> tuple[int, int, int]:
     return int(ms), int(seq or 0), int(pos or 0)
 
 
+def sqlite_path(url: str) -> str:
+    """The file of an sqlite:// URL (SQLAlchemy's convention); ValidationError naming `store-url` otherwise."""
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    if not rest.startswith("/") or len(rest) < 2:
+        raise ValidationError("store-url", f"needs a file path: {URL_FORMS}, not {url!r}")
+    return rest[1:]
+
+
+class StoreAbsent(BackendError):
+    """A reader found no store file (or none of its tables): nothing was ever written there."""
+
+
 class SQLiteStore(ReportStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, read_only: bool = False) -> None:
         self.url = url
-        path = url[len("sqlite://"):]
-        if path.startswith("/"):
-            path = path[1:] if path.startswith("//") else path
-        if not path:
-            raise ValidationError("store-url", "sqlite:// needs a file path, e.g. sqlite:///reports.db")
-        self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path = sqlite_path(url)
+        self.read_only = read_only
         self._lock = threading.Lock()
+        if path != ":memory:" and not Path(path).is_absolute() and not Path(path).exists() \
+                and Path("/" + path).exists():
+            raise ValidationError("store-url", f"{url!r} is the relative path {path!r} (three slashes: relative, "
+                                               f"four: absolute); /{path} exists: did you mean sqlite:////{path}?")
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            if read_only:
+                if path == ":memory:" or not Path(path).exists():
+                    raise StoreAbsent(f"report store {path}: no such file (nothing was persisted there yet)")
+                if not Path(path).is_file():
+                    raise BackendError(f"report store {path}: not a file")
+                self._db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True,
+                                           check_same_thread=False, timeout=READ_TIMEOUT)
+                found = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='campaign_reports'").fetchone()
+                if found is None:
+                    self._db.close()
+                    raise StoreAbsent(f"report store {path}: no report tables (nothing was persisted there yet)")
+                return
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, timeout=WRITE_TIMEOUT)
             self._migrate()
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
-            raise BackendError(f"report store {path}: {exc}") from exc
+            raise BackendError(self._why(exc)) from exc
+
+    def _why(self, exc: sqlite3.Error) -> str:
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            waited = READ_TIMEOUT if self.read_only else WRITE_TIMEOUT
+            return f"report store {self.path}: locked by another process (waited {waited:g} s)"
+        return f"report store {self.path}: {exc}"
 
     def _migrate(self) -> None:
         """Steps keyed by journal entry id (`sid`, before 0.2) become steps keyed by position."""
@@ -98,14 +138,14 @@ class SQLiteStore(ReportStore):
             with self._lock, self._db:
                 self._db.executemany(sql, rows)
         except sqlite3.Error as exc:
-            raise BackendError(f"report store {self.path}: {exc}") from exc
+            raise BackendError(self._why(exc)) from exc
 
     def _read(self, sql: str, args: tuple) -> list[tuple]:
         try:
             with self._lock:
                 return self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise BackendError(f"report store {self.path}: {exc}") from exc
+            raise BackendError(self._why(exc)) from exc
 
     def upsert_campaign_reports(self, docs: Iterable[dict[str, Any]]) -> None:
         self._write(
@@ -155,7 +195,7 @@ class SQLiteStore(ReportStore):
                     ),
                 )
         except sqlite3.Error as exc:
-            raise BackendError(f"report store {self.path}: {exc}") from exc
+            raise BackendError(self._why(exc)) from exc
 
     def journey(self, tenant: str, campaign: str, job: str, user: str) -> dict[str, Any] | None:
         key = (tenant, campaign, job, user)
@@ -189,7 +229,7 @@ class SQLiteStore(ReportStore):
                 self._db.execute(f"DELETE FROM user_journeys {where}", (tenant, campaign))
                 self._db.execute(f"DELETE FROM journey_steps {where}", (tenant, campaign))
         except sqlite3.Error as exc:
-            raise BackendError(f"report store {self.path}: {exc}") from exc
+            raise BackendError(self._why(exc)) from exc
 
     def upsert_overview(self, doc: dict[str, Any]) -> None:
         self._write(
