@@ -157,7 +157,8 @@ def main() -> None:
 ANATOMY = [  # (what, script body): each is run with record.lua's own KEYS and ARGV, one event per call
     ("EVALSHA with record.lua's KEYS/ARGV, body `return 1`", "return 1"),
     ("+ decode the event (cmsgpack.unpack)", "local E = cmsgpack.unpack(ARGV[9]) return 1"),
-    ("+ one redis.call (HINCRBY)", "local E = cmsgpack.unpack(ARGV[9]) redis.call('HINCRBY', KEYS[3], 'x', 1) return 1"),
+    ("+ one redis.call (HINCRBY)",
+     "local E = cmsgpack.unpack(ARGV[9]) redis.call('HINCRBY', KEYS[3], 'x', 1) return 1"),
     ("+ GET epoch, HMGET 9 meta fields", "local E = cmsgpack.unpack(ARGV[9]) redis.call('GET', KEYS[8]) "
      "redis.call('HMGET', KEYS[1], 'tenant', 'gen', 'dirty', 'repairing', '#n', '#d', 'start', 'ids:L', 'ids:p') "
      "return 1"),
@@ -168,13 +169,18 @@ def anatomy(evs: list, singles: list, setup, call_of, tmp: str) -> None:
     """Instructions per single-event call for trivial bodies beside record.lua's: the part no script can avoid."""
     from campaign_counters.counters.records import RECORD
 
+    def bulk(port: int) -> tuple[Counters, redis.Redis]:
+        """The campaign of the bulk load: the same state before every variant's single calls."""
+        c, _ = setup(port)
+        raw = redis.Redis(port=port)
+        raw.script_load(RECORD.source)
+        for i in range(0, len(evs), 500):
+            raw.execute_command(*call_of(c, evs[i:i + 500]).args)
+        return c, raw
+
     def singly(body: str):
         def workload(port: int) -> None:
-            c, _ = setup(port)
-            raw = redis.Redis(port=port)
-            raw.script_load(RECORD.source)
-            for i in range(0, len(evs), 500):
-                raw.execute_command(*call_of(c, evs[i:i + 500]).args)
+            c, raw = bulk(port)
             sha = raw.script_load(body)
             for ev in singles:
                 args = list(call_of(c, [ev]).args)
@@ -184,12 +190,7 @@ def anatomy(evs: list, singles: list, setup, call_of, tmp: str) -> None:
         return workload
 
     def bulk_only(port: int) -> None:
-        c, _ = setup(port)
-        raw = redis.Redis(port=port)
-        raw.script_load(RECORD.source)
-        for i in range(0, len(evs), 500):
-            raw.execute_command(*call_of(c, evs[i:i + 500]).args)
-        c.close()
+        bulk(port)[0].close()
 
     base = instructions(bulk_only, tmp)
     rows = []
