@@ -81,7 +81,7 @@ async def test_fire_records_when_redis_is_up(redis_url):
     for i in range(50):
         c.fire(ev("sent", f"u{i}", 1, id=f"i{i}"))
     await c.drain()
-    assert (await c.report(T, C))["sent_users_count"] == 50
+    assert (await c.report(T, C))["sent_users_count"] == 300
     await c.close()
 
 
@@ -270,3 +270,13 @@ async def test_a_burst_of_concurrent_calls_waits_for_connections(redis_url):
     assert (await c.report(T, C))["sent_users_count"] == 300
     await c.close()
 
+
+
+async def test_concurrent_first_calls_of_a_new_client_all_apply_on_a_new_redis(redis_url):
+    """Redis without an epoch marker yet: one call creates it; the others, refused meanwhile, are sent again
+    under it (they used to be reported unsent and spooled: the client had seen a marker by then)."""
+    c = AsyncCounters(redis_url, settings=Settings(timeout=30.0))
+    outcomes = await asyncio.gather(*(c.record_safe(ev("sent", f"u{i}", 1, id=f"f{i}")) for i in range(300)))
+    assert set(outcomes) == {"applied"} and c.spool.status().events == 0
+    assert (await c.report(T, C))["sent_users_count"] == 300
+    await c.close()

@@ -293,7 +293,13 @@ class CountersCore:
             self.epoch = epoch
             return True
         if self.epoch or not self.settings.init_epoch:
-            return False  # this client saw the marker before: Redis lost its data
+            # Another call of this client (or another writer) may have set the marker since this
+            # call was sent: then it is sent again under it. None at all: Redis lost its data.
+            current = yield from self.plan_read_epoch()
+            if not current:
+                return False
+            self.epoch = current
+            return True
         created = yield from self.plan_create_epoch()
         self.epoch = created or ""
         return created is not None
