@@ -80,3 +80,16 @@ def test_spool_replay_keeps_what_redis_cannot_take_and_exits_5(tmp_path):
                   env={"CAMPAIGN_COUNTERS_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 5 and "Traceback" not in out.stderr
     assert Spool(spool_dir).status().events == 1
+
+
+def test_record_safe_never_raises_when_the_spool_cannot_be_written(tmp_path, caplog):
+    """Redis unreachable and the spool directory unusable (a file stands where it should be): the event is
+    lost, and that is said (outcome, log with the id, overflow count), never raised."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    c = Counters("redis://127.0.0.1:1/0", settings=Settings(timeout=0.2), spool=str(blocked / "spool"))
+    with caplog.at_level(logging.ERROR, logger="campaign_counters.counters.spool"):
+        outcome = c.record_safe(ev("sent", "u1", 1, id="lost-1"))
+    assert outcome == "unsent" and c.stats["spooled"] == 0 and c.spool.overflowed == 1
+    assert "'lost-1'" in " ".join(r.getMessage() for r in caplog.records)
+    c.close(timeout=1)

@@ -281,9 +281,9 @@ class _Base(CountersCore):
 
     def _spooled(self, ev: Event, outcome: str) -> str:
         """Keep an event that was not delivered; the outcome to report for it."""
-        kept = self.spool.append([ev])
+        kept = self.spool.keep([ev])  # record_safe never raises, not even for a failing disk
         self.stats["spooled"] = self.stats.get("spooled", 0) + kept
-        return outcome if outcome == UNKNOWN else SPOOLED
+        return outcome if outcome == UNKNOWN or not kept else SPOOLED
 
     def spool_replay(self, spool: Spool | None = None) -> dict[str, int]:
         """Send every event of a spool directory (default: this client's) now; counts per outcome.

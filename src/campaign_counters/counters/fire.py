@@ -117,13 +117,7 @@ class Firer:
             self._spill([ev])
 
     def _spill(self, events: list[Event]) -> None:
-        try:
-            kept = self.spool.append(events)
-        except OSError as exc:  # fire never raises: the spool's disk failed, counted as its overflow
-            log.error("fire: %d event(s) lost, the spool could not be written (%s): ids %s", len(events),
-                      type(exc).__name__, [ev.id for ev in events])
-            self.spool.overflowed += len(events)
-            kept = 0
+        kept = self.spool.keep(events)  # fire never raises: a failing disk counts as the spool's overflow
         with self._cond:
             self.stats["spooled"] += kept
 

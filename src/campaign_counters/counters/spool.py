@@ -137,6 +137,18 @@ class Spool:
                 self._written += len(kept)
             return len(kept)
 
+    def keep(self, events: list[Event]) -> int:
+        """`append` that never raises, for callers that must not: events a failing disk cannot take
+        count as overflowed and are logged with their ids. Returns how many were kept."""
+        try:
+            return self.append(events)
+        except OSError as exc:
+            log.error("spool %s could not be written (%s): %d event(s) lost, ids %s", self.dir, type(exc).__name__,
+                      len(events), [ev.id for ev in events])
+            with self._lock:
+                self.overflowed += len(events)
+            return 0
+
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
