@@ -171,8 +171,8 @@ async def test_fire_spools_beyond_max_in_flight_and_sends_it_later(redis_url, tm
         c.fire(ev("sent", f"u{i}", 1))
     assert await c.drain(timeout=10)
     assert c.stats["spooled"] == 15  # 10 queued for the sender; the rest kept on disk, not dropped
-    for _ in range(200):  # the sender replays the spool once Redis took a batch
-        if (await c.report(T, C))["sent_users_count"] == 25:
+    for _ in range(200):  # the sender replays the spool once Redis took a batch (and then deletes the file)
+        if (await c.report(T, C))["sent_users_count"] == 25 and c.spool.status().events == 0:
             break
         await asyncio.sleep(0.05)
     assert (await c.report(T, C))["sent_users_count"] == 25 and c.spool.status().events == 0
