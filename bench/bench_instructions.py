@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import CAMPAIGN, SCRIPT, TENANT, events, table  # noqa: E402
 
 from campaign_counters import Counters  # noqa: E402
-from campaign_counters.counters.records import record_call  # noqa: E402
+from campaign_counters.counters.records import record_call, split_reply  # noqa: E402
 from campaign_counters.events import parse_event  # noqa: E402
 
 
@@ -108,7 +108,7 @@ def main() -> None:
         raw = redis.Redis(port=port)
         raw.script_load(cmds[0].script.source)
         for cmd in cmds:
-            codes = raw.execute_command(*cmd.args)[:-1]  # the last value is the epoch marker
+            codes, _epoch = split_reply(raw.execute_command(*cmd.args))
             assert all(code in (0, 1) for code in codes), codes
         c.close()
 
@@ -118,7 +118,7 @@ def main() -> None:
         c, _ = setup(port)
         raw = redis.Redis(port=port)
         for ev in singles:
-            code, _epoch = raw.execute_command(*call_of(c, [ev]).args)
+            (code,), _epoch = split_reply(raw.execute_command(*call_of(c, [ev]).args))
             assert code in (0, 1), code
         c.close()
 

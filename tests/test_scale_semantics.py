@@ -207,6 +207,39 @@ def test_fifty_thousand_ids_split_buckets_and_replay_as_duplicates(counters, raw
     assert sum(len(v) for v in raw.hgetall(f"cc:v2:{{{C}}}:ids").values()) == ENTRY * n
 
 
+def test_a_split_at_a_high_level_routes_by_the_right_bit(counters, raw):
+    """At level 16 a split routes by bit 16 of the bucket number (its third byte): ids sharing their low 16
+    bits fill one bucket at the pointer; past 16 entries it splits, each id lands where a lookup addresses
+    it, and a replay of all of them is all duplicates."""
+    counters.load_script(T, C, OFFER_SCRIPT)
+    groups: dict[int, list[str]] = {}
+    i = 0
+    while True:  # ids whose fingerprints share their low 16 bits, half of them with bit 16 set
+        eid = f"evt-{i}"
+        a = int.from_bytes(fingerprint(eid)[5:9], "big")
+        group = groups.setdefault(a % 2 ** 16, [])
+        group.append(eid)
+        if len(group) == 18 and 3 <= sum((int.from_bytes(fingerprint(x)[5:9], "big") >> 16) & 1
+                                         for x in group) <= 15:
+            break
+        i += 1
+    k, ids = a % 2 ** 16, group
+    raw.hset(f"cc:v2:{{{C}}}:m", mapping={"ids:L": 16, "ids:p": k})  # the pointer at their bucket
+    events = [ev("targeted", f"u{j}", 1_700_000_000 + j, id=eid) for j, eid in enumerate(ids)]
+    assert counters.record_many(events).accepted == len(ids)
+    assert int(raw.hget(f"cc:v2:{{{C}}}:m", "ids:p")) == k + 1  # split once
+    buckets = {int(f): v for f, v in raw.hgetall(f"cc:v2:{{{C}}}:ids").items()}
+    assert set(buckets) == {k, k + 2 ** 16}
+    for eid in ids:
+        a = int.from_bytes(fingerprint(eid)[5:9], "big")
+        held = buckets[a % 2 ** 17]  # below the pointer: addressed one level up
+        at = held.find(fingerprint(eid))
+        assert at >= 0 and at % ENTRY == 0, eid
+    again = counters.record_many(events)
+    assert (again.accepted, again.duplicates) == (0, len(ids))
+    assert counters.report(T, C)["target_users_count"] == len(ids)
+
+
 # -- caps ----------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@
 --         job key #, day key #, id fingerprint ('': no id).
 -- Repair tail entries: field 'e', a msgpack array of 11 values per applied
 -- event with an id (the first 10 above, then the fingerprint).
--- Returns one code per event, then the epoch ('' when there is none):
+-- Returns one string: a byte per event, its code + 8, then a newline and
+-- the epoch ('' when there is none).  (A table reply costs Redis a 16 KB
+-- reply-buffer allocation per call.)  Codes:
 --   1 applied, 0 duplicate id, -1 campaign bound to another tenant,
 --   -2 too many distinct nodes, -3 campaign closed (completed, keys expired:
 --   counting again from zero would overwrite its persisted reports),
@@ -63,14 +65,12 @@ local campaign, want_epoch, now_text = ARGV[1], ARGV[2], ARGV[3]
 local E = cmsgpack.unpack(ARGV[9])
 local FIELDS, MAX_NODES, SEP, FP, SPLIT_AT = 13, 4096, '\31', 13, 16  -- FP: bytes per remembered id
 local band, bor, floor, byte, sub, find = bit.band, bit.bor, math.floor, string.byte, string.sub, string.find
+local fmt = string.format
 local call = redis.call
 
 local epoch = call('GET', K_EPOCH)
 if not epoch or (want_epoch ~= '' and epoch ~= want_epoch) then
-  local codes = {}
-  for i = 1, #E / FIELDS do codes[i] = epoch and -5 or -4 end
-  codes[#codes + 1] = epoch or ''
-  return codes
+  return string.rep(string.char((epoch and -5 or -4) + 8), #E / FIELDS) .. '\n' .. (epoch or '')
 end
 
 local keep = ARGV[5] == '1'
@@ -83,7 +83,9 @@ local oldest = now_s - tonumber(ARGV[4]) - 1
 -- == Reads: meta fields, user records, id buckets, each in one call ==========
 
 local meta, users = {}, {}
-local ids_L, ids_p, buckets = 4, 0, {}
+-- bname: a bucket number's field name, made once per call ('%d': a number
+-- given to redis.call is formatted with '%.17g', several times dearer).
+local ids_L, ids_p, buckets, bname = 4, 0, {}, {}
 do
   local want, seen, names, named = {'tenant', 'gen', 'dirty', 'repairing', '#n', '#d', 'start', 'ids:L', 'ids:p'}, {},
     {}, {}
@@ -118,22 +120,34 @@ do
       users[part[k]] = {u[1], J}
     end
   end
-  local wanted, asked = {}, {}
+  local cand, nc, n = {}, 0, nil  -- bucket numbers to read
   for b = 13, #E, FIELDS do
-    if E[b] ~= '' and #wanted == 0 then ids_L, ids_p = tonumber(meta['ids:L'] or '4'), tonumber(meta['ids:p'] or '0') end
     local fp = E[b]
     if fp ~= '' then
+      if not n then ids_L, ids_p = tonumber(meta['ids:L'] or '4'), tonumber(meta['ids:p'] or '0'); n = 2 ^ ids_L end
       local w, x, y, z = byte(fp, 6, 9)
       local a = ((w * 256 + x) * 256 + y) * 256 + z
-      local n = 2 ^ ids_L
       local k = a % n
       if k < ids_p then k = a % (2 * n) end
-      if not asked[k] then asked[k] = true; wanted[#wanted + 1] = k end
+      nc = nc + 1; cand[nc] = k
+    end
+  end
+  -- The buckets the pointer is likely to split in this call (about one
+  -- per SPLIT_AT / 2 new ids) are read with the others.
+  for q = ids_p, ids_p + math.min(floor(nc * 2 / SPLIT_AT), n or 0) - 1 do
+    nc = nc + 1; cand[nc] = q < n and q or q - n
+  end
+  local wanted, wanted_s = {}, {}
+  for i = 1, nc do
+    local k = cand[i]
+    if not bname[k] then
+      local name = fmt('%d', k)
+      bname[k] = name; wanted[#wanted + 1] = k; wanted_s[#wanted_s + 1] = name
     end
   end
   for i = 1, #wanted, 1000 do
     local part = #wanted <= 1000 and wanted or {unpack(wanted, i, math.min(i + 999, #wanted))}
-    local got2 = call('HMGET', K_IDS, unpack(part))
+    local got2 = call('HMGET', K_IDS, unpack(wanted_s, i, math.min(i + 999, #wanted)))
     for k = 1, #part do buckets[part[k]] = got2[k] or '' end
   end
 end
@@ -284,6 +298,21 @@ local function apply(r, etype, ts, tf, nf, chf, choice, target, start, A, B, exi
   end
 end
 
+-- An id bucket's entries: 9 bytes of fingerprint, then the 4-byte stamp,
+-- in arrival order.  The bucket without its expired entries, rewritten only
+-- when the first (oldest) entry expired.
+local function unexpired(s)
+  if #s < FP then return s end
+  local c1, c2, c3, c4 = byte(s, 10, 13)
+  if ((c1 * 256 + c2) * 256 + c3) * 256 + c4 > oldest then return s end
+  local live, nl = {}, 0
+  for at = 1, #s, FP do
+    c1, c2, c3, c4 = byte(s, at + 9, at + 12)
+    if ((c1 * 256 + c2) * 256 + c3) * 256 + c4 > oldest then nl = nl + 1; live[nl] = sub(s, at, at + FP - 1) end
+  end
+  return table.concat(live)
+end
+
 local names_cache = {}
 local function exit_name(i)
   local n = names_cache[i]
@@ -311,6 +340,7 @@ local start_facts = facts(meta['start'])
 local stamp = string.char(floor(now_s / 16777216) % 256, floor(now_s / 65536) % 256, floor(now_s / 256) % 256,
                           now_s % 256)
 local ids_moved = false
+local ids_n = 2 ^ ids_L  -- buckets at level ids_L
 
 for b = 0, #E - 1, FIELDS do
   local etype, tenant, user, target, choice, node = E[b + 1], E[b + 2], E[b + 4], E[b + 6], E[b + 7], E[b + 8]
@@ -354,11 +384,10 @@ for b = 0, #E - 1, FIELDS do
   if code == 1 and fp ~= '' then
     local w, x, y, z = byte(fp, 6, 9)
     local a = ((w * 256 + x) * 256 + y) * 256 + z
-    local n = 2 ^ ids_L
-    bk = a % n
-    if bk < ids_p then bk = a % (2 * n) end
+    bk = a % ids_n
+    if bk < ids_p then bk = a % (2 * ids_n) end
     local s = buckets[bk]
-    if s == nil then s = call('HGET', K_IDS, bk) or ''; buckets[bk] = s end
+    if s == nil then s = call('HGET', K_IDS, fmt('%d', bk)) or ''; buckets[bk] = s end
     local at = find(s, fp, 1, true)
     while at do
       if (at - 1) % FP == 0 then
@@ -372,38 +401,33 @@ for b = 0, #E - 1, FIELDS do
     applied = applied + 1
     if bk then
       local s = buckets[bk]
-      if #s >= FP then  -- drop what expired, when the oldest entry did
-        local c1, c2, c3, c4 = byte(s, 10, 13)
-        if ((c1 * 256 + c2) * 256 + c3) * 256 + c4 <= oldest then
-          local live = {}
-          for at = 1, #s, FP do
-            c1, c2, c3, c4 = byte(s, at + 9, at + 12)
-            if ((c1 * 256 + c2) * 256 + c3) * 256 + c4 > oldest then live[#live + 1] = sub(s, at, at + FP - 1) end
-          end
-          s = table.concat(live)
-        end
-      end
-      s = s .. fp .. stamp
+      s = unexpired(s) .. fp .. stamp
       buckets[bk], written[bk] = s, true
       if #s > SPLIT_AT * FP then
-        -- Split the bucket the pointer is at into itself and its image one level up.
+        -- Split the bucket the pointer is at into itself and its image one
+        -- level up: an entry moves when bit ids_L of its number (bytes 6-9,
+        -- big-endian) is set.  Runs of entries going the same way are cut
+        -- out whole.
         local n = 2 ^ ids_L
         local old = buckets[ids_p]
-        if old == nil then old = call('HGET', K_IDS, ids_p) or '' end
-        local stay, move = {}, {}
+        if old == nil then old = call('HGET', K_IDS, bname[ids_p] or fmt('%d', ids_p)) or '' end
+        old = unexpired(old)
+        local off, div = 8 - floor(ids_L / 8), 2 ^ (ids_L % 8)
+        local stay, move, ns, nm, run_at, run_move = {}, {}, 0, 0, 1, nil
         for at = 1, #old, FP do
-          local c1, c2, c3, c4 = byte(old, at + 9, at + 12)
-          if ((c1 * 256 + c2) * 256 + c3) * 256 + c4 > oldest then
-            local w, x, y, z = byte(old, at + 5, at + 8)
-            local e = sub(old, at, at + FP - 1)
-            if (((w * 256 + x) * 256 + y) * 256 + z) % (2 * n) == ids_p then stay[#stay + 1] = e
-            else move[#move + 1] = e end
+          local mv = floor(byte(old, at + off) / div) % 2 == 1
+          if mv ~= run_move then
+            if run_move then nm = nm + 1; move[nm] = sub(old, run_at, at - 1)
+            elseif run_move == false then ns = ns + 1; stay[ns] = sub(old, run_at, at - 1) end
+            run_at, run_move = at, mv
           end
         end
+        if run_move then nm = nm + 1; move[nm] = sub(old, run_at)
+        elseif run_move == false then ns = ns + 1; stay[ns] = sub(old, run_at) end
         buckets[ids_p], buckets[ids_p + n] = table.concat(stay), table.concat(move)
         written[ids_p], written[ids_p + n] = true, true
         ids_p = ids_p + 1
-        if ids_p >= n then ids_L, ids_p = ids_L + 1, 0 end
+        if ids_p >= n then ids_L, ids_p, ids_n = ids_L + 1, 0, 2 * n end
         ids_moved = true
       end
     end
@@ -574,7 +598,7 @@ for b = 0, #E - 1, FIELDS do
   elseif code < 0 then
     rejected[code] = (rejected[code] or 0) + 1
   end
-  codes[#codes + 1] = code
+  codes[b / FIELDS + 1] = code + 8
 end
 
 -- == Flush =====================================================================
@@ -590,7 +614,7 @@ for user in pairs(changed) do
   local u = users[user]
   local recs, jis = {u[1]}, {}
   for j in pairs(u[2]) do jis[#jis + 1] = j end
-  table.sort(jis)
+  if #jis > 1 then table.sort(jis) end
   for i = 1, #jis do recs[i + 1] = u[2][jis[i]] end
   out[#out + 1] = user
   out[#out + 1] = cmsgpack.pack(recs)
@@ -598,8 +622,9 @@ end
 if #out > 0 then chunked('HSET', K_USERS, out) end
 local ids_out, ids_gone = {}, {}
 for k in pairs(written) do
-  if buckets[k] == '' then ids_gone[#ids_gone + 1] = k else
-    ids_out[#ids_out + 1] = k
+  local name = bname[k] or fmt('%d', k)
+  if buckets[k] == '' then ids_gone[#ids_gone + 1] = name else
+    ids_out[#ids_out + 1] = name
     ids_out[#ids_out + 1] = buckets[k]
   end
 end
@@ -619,5 +644,6 @@ if applied > 0 and not meta['dirty'] then
   call('ZADD', K_DIRTY, 'NX', now_text, campaign)
 end
 for code, n in pairs(rejected) do call('HINCRBY', K_REJ, campaign .. SEP .. -code, n) end
-codes[#codes + 1] = epoch
-return codes
+local parts, nev = {}, #E / FIELDS
+for i = 1, nev, 1000 do parts[#parts + 1] = string.char(unpack(codes, i, math.min(i + 999, nev))) end
+return table.concat(parts) .. '\n' .. epoch

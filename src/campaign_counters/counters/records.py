@@ -31,6 +31,7 @@ TYPE_CODES = {"targeted": "t", "sent": "s", "interaction": "i", "status": "x"}
 TYPE_NAMES = {v: k for k, v in TYPE_CODES.items()}
 WIRE_WIDTH = 13  # values per event in record.lua's events argument
 TAIL_WIDTH = 11  # values per event in a repair tail entry
+CODE_OFFSET = 8  # record.lua replies a byte per event: its code + 8 (codes are -6..1)
 FINGERPRINT_BYTES = 9  # 72 bits: see `fingerprint`
 
 MAX_NODES = 4096  # distinct nodes of a campaign without a script (record.lua's MAX_NODES)
@@ -133,10 +134,16 @@ def record_call(keys: KeySchema, campaign: str, events: Sequence[Event], local_d
     return Cmd(campaign, ("EVALSHA", RECORD.sha, len(names), *names, *argv), RECORD)
 
 
-def split_reply(reply: list) -> tuple[list[int], str]:
-    """record.lua's reply: (one code per event, the epoch marker or '')."""
-    epoch = reply[-1]
-    return reply[:-1], epoch.decode() if isinstance(epoch, bytes) else str(epoch or "")
+def split_reply(reply: bytes | str) -> tuple[list[int], str]:
+    """record.lua's reply: (one code per event, the epoch marker or '').
+
+    The script returns one string: a byte per event (its code + 8), a
+    newline, the epoch marker (a table reply costs Redis a reply-buffer
+    allocation per call).
+    """
+    data = reply.encode() if isinstance(reply, str) else bytes(reply)
+    codes, _, epoch = data.partition(b"\n")
+    return [c - CODE_OFFSET for c in codes], epoch.decode()
 
 
 def tail_events(campaign: str, entries: list) -> tuple[list[Event], list[bytes], str | None]:
