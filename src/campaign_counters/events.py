@@ -29,6 +29,7 @@ MAX_ID = 64
 MAX_TEXT = 256
 MAX_TITLE = 1024
 LIMITS = {"tenant": 50, "user": 100}  # FPTChat's models: tenant_id max_length=50, user_id max_length=100
+USER_LIMIT = LIMITS["user"]
 
 
 def check_id(field: str, value: Any) -> str:
@@ -109,28 +110,33 @@ _TEXT_OK = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_TEXT).fullmatch
 _ID_OK = ID_RE.fullmatch
 
 
-_known_ids: set[str] = set()
+# Per id field, the values found valid (within the field's limit), up to 4096 each.
+_KNOWN_TENANTS: set[str] = set()
+_KNOWN_CAMPAIGNS: set[str] = set()
+_KNOWN_JOBS: set[str] = set()
 
 
-def _id(field: str, value: Any) -> str:
+def _id(field: str, value: Any, known: set[str]) -> str:
     """check_id with fast paths: tenant, campaign and job ids repeat in nearly every event."""
-    if type(value) is str and len(value) <= LIMITS.get(field, MAX_ID):
-        if value in _known_ids:
+    if type(value) is str:
+        if value in known:
             return value
-        if _ID_OK(value):
-            if len(_known_ids) >= 4096:
-                _known_ids.clear()
-            _known_ids.add(value)
+        if len(value) <= LIMITS.get(field, MAX_ID) and _ID_OK(value):
+            if len(known) >= 4096:
+                known.clear()
+            known.add(value)
             return value
     return check_id(field, value)
 
 
-def _text(field: str, value: Any) -> str:
-    """check_text with fast paths: printable strings (no control character) of a sane length."""
-    if (type(value) is str and 0 < len(value) <= LIMITS.get(field, MAX_TEXT)
-            and (value.isprintable() or _TEXT_OK(value))):
+def _text(field: str, value: Any, limit: int = MAX_TEXT) -> str:
+    """check_text with fast paths: printable strings (no control character) of a sane length.
+
+    `limit` is the field's own (LIMITS), passed by the caller so the fast path needs no lookup.
+    """
+    if type(value) is str and 0 < len(value) <= limit and (value.isprintable() or _TEXT_OK(value)):
         return value
-    return check_text(field, value)
+    return check_text(field, value, limit)
 
 
 def _ts(value: Any) -> int:
@@ -152,13 +158,13 @@ def parse_event(data: Any) -> Event:
     tenant, campaign = get("tenant"), get("campaign")
     if tenant is None:
         raise ValidationError("tenant", "is required")
-    tenant = _id("tenant", tenant)
+    tenant = _id("tenant", tenant, _KNOWN_TENANTS)
     if campaign is None:
         raise ValidationError("campaign", "is required")
-    campaign = _id("campaign", campaign)
+    campaign = _id("campaign", campaign, _KNOWN_CAMPAIGNS)
     job = get("job")
     if job is not None:
-        job = _id("job", job)
+        job = _id("job", job, _KNOWN_JOBS)
     elif etype != "status":
         raise ValidationError("job", f"is required for {etype} events")
     user = None
@@ -166,7 +172,7 @@ def parse_event(data: Any) -> Event:
         user = get("user")
         if user is None:
             raise ValidationError("user", f"is required for {etype} events")
-        user = _text("user", user)
+        user = _text("user", user, USER_LIMIT)
     ts = get("ts")
     if ts is None:
         raise ValidationError("ts", "is required")
