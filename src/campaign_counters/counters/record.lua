@@ -87,8 +87,7 @@ local meta, users = {}, {}
 -- given to redis.call is formatted with '%.17g', several times dearer).
 local ids_L, ids_p, buckets, bname = 4, 0, {}, {}
 do
-  local want, seen, names, named = {'tenant', 'gen', 'dirty', 'repairing', '#n', '#d', 'start', 'ids:L', 'ids:p'}, {},
-    {}, {}
+  local want, seen, names = {'tenant', 'gen', 'dirty', 'repairing', '#n', '#d', 'start', 'ids:L', 'ids:p'}, {}, {}
   for b = 0, #E - 1, FIELDS do  -- each value is looked up once: concatenation costs
     local etype, job, user = E[b + 1], E[b + 3], E[b + 4]
     if job ~= '' and not seen[job] then seen[job] = true; want[#want + 1] = 'j:' .. job; want[#want + 1] = 't:' .. job end
@@ -105,7 +104,7 @@ do
     if etype ~= 'x' then
       local day = E[b + 10]
       if not seen[day] then seen[day] = true; want[#want + 1] = 'd:' .. day end
-      if not named[user] then named[user] = true; names[#names + 1] = user end
+      if users[user] == nil then users[user] = false; names[#names + 1] = user end  -- read below
     end
   end
   local got = call('HMGET', K_META, unpack(want))
@@ -117,7 +116,7 @@ do
       local u = raws[k] and cmsgpack.unpack(raws[k]) or {{'', '', 0}}
       local J = {}
       for r = 2, #u do J[u[r][1]] = u[r] end
-      users[part[k]] = {u[1], J}
+      users[part[k]] = {u[1], J, false}  -- header, records by job index, changed
     end
   end
   local cand, nc, n = {}, 0, nil  -- bucket numbers to read
@@ -324,6 +323,7 @@ end
 
 local codes, applied, rejected = {}, 0, {}
 local incr, hll, changed, written, logged, tail, job_index, day_ok, chfields = {}, {}, {}, {}, {}, {}, {}, {}, {}
+local nchanged = 0
 local node_of, choice_at, day_field, touched = {}, {}, {}, {}
 local A_camp = {}
 incr[K_CAMP] = A_camp
@@ -538,7 +538,7 @@ for b = 0, #E - 1, FIELDS do
         apply(r, etype, ts, tf, nf, chf, choice, target, start, A_job, A_camp, exit_name)
         apply(c, etype, ts, tf, nf, chf, choice, target, start, A_camp, nil, exit_name)
       end
-      changed[user] = true
+      if not u[3] then u[3] = true; nchanged = nchanged + 1; changed[nchanged] = user end
       if keep and h[1] ~= gen then
         h[1] = gen
         logged[#logged + 1] = user
@@ -610,14 +610,19 @@ local function chunked(cmd, key, items)
 end
 local out = {}
 -- Users whose only events were duplicates (or rejected) keep their record as it was.
-for user in pairs(changed) do
+for i = 1, nchanged do
+  local user = changed[i]
   local u = users[user]
-  local recs, jis = {u[1]}, {}
-  for j in pairs(u[2]) do jis[#jis + 1] = j end
-  if #jis > 1 then table.sort(jis) end
-  for i = 1, #jis do recs[i + 1] = u[2][jis[i]] end
-  out[#out + 1] = user
-  out[#out + 1] = cmsgpack.pack(recs)
+  local J = u[2]
+  local recs, j1 = {u[1]}, next(J)
+  if next(J, j1) == nil then recs[2] = J[j1] else  -- in one job (most users), else in job order
+    local jis = {}
+    for j in pairs(J) do jis[#jis + 1] = j end
+    table.sort(jis)
+    for k = 1, #jis do recs[k + 1] = J[jis[k]] end
+  end
+  out[2 * i - 1] = user
+  out[2 * i] = cmsgpack.pack(recs)
 end
 if #out > 0 then chunked('HSET', K_USERS, out) end
 local ids_out, ids_gone = {}, {}
