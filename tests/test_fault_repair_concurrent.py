@@ -43,6 +43,18 @@ RECORDING_S = 8.0  # how long the processes take to send most of their share (pa
 ENDED = "test:repair-ended"  # set by the test when its reconcile call returned (not a key of the package)
 
 
+class SlowHistory(JsonlHistory):
+    """The history file, read as from a slow MongoDB: each read starts after `delay` seconds. A repair reads
+    the history with its tail on, so events sent meanwhile reach it through the tail, however fast the
+    rebuild itself is on this machine."""
+
+    delay = 1.0
+
+    def events(self, *args, **kwargs):
+        time.sleep(self.delay)
+        yield from super().events(*args, **kwargs)
+
+
 def _repair_began(raw: redis.Redis) -> bool:
     """A repair of the campaign is running (its tail is on), has swapped its state in, or ended."""
     return any(v is not None for v in raw.hmget(KeySchema().meta(C), "repairing", "rgen")) or bool(raw.exists(ENDED))
@@ -178,7 +190,7 @@ def test_a_repair_during_recording_and_snapshots_ends_exact(server, tmp_path):
                      "a quarter of the interactions to be recorded")
             applied_before = counters.report(T, C)["total_interactions"]
             try:
-                result = reconcile(counters, store, JsonlHistory(str(history)), T, campaigns={C}, repair=True)
+                result = reconcile(counters, store, SlowHistory(str(history)), T, campaigns={C}, repair=True)
             except RepairRefused as exc:
                 refused = exc
             server.client().set(ENDED, 1)
