@@ -83,9 +83,13 @@ local oldest = now_s - tonumber(ARGV[4]) - 1
 -- == Reads: meta fields, user records, id buckets, each in one call ==========
 
 local meta, users = {}, {}
--- bname: a bucket number's field name, made once per call ('%d': a number
--- given to redis.call is formatted with '%.17g', several times dearer).
-local ids_L, ids_p, buckets, bname = 4, 0, {}, {}
+-- Id buckets: level, split pointer, buckets at the level (read from the
+-- meta hash below).  A fingerprint's bucket is its 32-bit number (bytes
+-- 6-9) mod ids_n, or mod 2 * ids_n below the pointer, computed inline where
+-- needed (a helper costs a call per event).  bname: a bucket number's field
+-- name, made once per call ('%d': a number given to redis.call is
+-- formatted with '%.17g', several times dearer).
+local ids_L, ids_p, ids_n, buckets, bname = 4, 0, 16, {}, {}
 do
   local want, seen, names = {'tenant', 'gen', 'dirty', 'repairing', '#n', '#d', 'start', 'ids:L', 'ids:p'}, {}, {}
   for b = 0, #E - 1, FIELDS do  -- each value is looked up once: concatenation costs
@@ -109,6 +113,8 @@ do
   end
   local got = call('HMGET', K_META, unpack(want))
   for i = 1, #want do meta[want[i]] = got[i] end
+  ids_L, ids_p = tonumber(meta['ids:L'] or '4'), tonumber(meta['ids:p'] or '0')
+  ids_n = 2 ^ ids_L
   for i = 1, #names, 1000 do
     local part = #names <= 1000 and names or {unpack(names, i, math.min(i + 999, #names))}
     local raws = call('HMGET', K_USERS, unpack(part))
@@ -119,22 +125,21 @@ do
       users[part[k]] = {u[1], J, false}  -- header, records by job index, changed
     end
   end
-  local cand, nc, n = {}, 0, nil  -- bucket numbers to read
+  local cand, nc = {}, 0  -- bucket numbers to read
   for b = 13, #E, FIELDS do
     local fp = E[b]
     if fp ~= '' then
-      if not n then ids_L, ids_p = tonumber(meta['ids:L'] or '4'), tonumber(meta['ids:p'] or '0'); n = 2 ^ ids_L end
       local w, x, y, z = byte(fp, 6, 9)
       local a = ((w * 256 + x) * 256 + y) * 256 + z
-      local k = a % n
-      if k < ids_p then k = a % (2 * n) end
+      local k = a % ids_n
+      if k < ids_p then k = a % (2 * ids_n) end
       nc = nc + 1; cand[nc] = k
     end
   end
   -- The buckets the pointer is likely to split in this call (about one
   -- per SPLIT_AT / 2 new ids) are read with the others.
-  for q = ids_p, ids_p + math.min(floor(nc * 2 / SPLIT_AT), n or 0) - 1 do
-    nc = nc + 1; cand[nc] = q < n and q or q - n
+  for q = ids_p, ids_p + math.min(floor(nc * 2 / SPLIT_AT), ids_n) - 1 do
+    nc = nc + 1; cand[nc] = q < ids_n and q or q - ids_n
   end
   local wanted, wanted_s = {}, {}
   for i = 1, nc do
@@ -340,7 +345,6 @@ local start_facts = facts(meta['start'])
 local stamp = string.char(floor(now_s / 16777216) % 256, floor(now_s / 65536) % 256, floor(now_s / 256) % 256,
                           now_s % 256)
 local ids_moved = false
-local ids_n = 2 ^ ids_L  -- buckets at level ids_L
 
 for b = 0, #E - 1, FIELDS do
   local etype, tenant, user, target, choice, node = E[b + 1], E[b + 2], E[b + 4], E[b + 6], E[b + 7], E[b + 8]
@@ -408,7 +412,7 @@ for b = 0, #E - 1, FIELDS do
         -- level up: an entry moves when bit ids_L of its number (bytes 6-9,
         -- big-endian) is set.  Runs of entries going the same way are cut
         -- out whole.
-        local n = 2 ^ ids_L
+        local n = ids_n
         local old = buckets[ids_p]
         if old == nil then old = call('HGET', K_IDS, bname[ids_p] or fmt('%d', ids_p)) or '' end
         old = unexpired(old)
