@@ -29,7 +29,6 @@ MAX_ID = 64
 MAX_TEXT = 256
 MAX_TITLE = 1024
 LIMITS = {"tenant": 50, "user": 100}  # FPTChat's models: tenant_id max_length=50, user_id max_length=100
-USER_LIMIT = LIMITS["user"]
 
 
 def check_id(field: str, value: Any) -> str:
@@ -129,14 +128,12 @@ def _id(field: str, value: Any, known: set[str]) -> str:
     return check_id(field, value)
 
 
-def _text(field: str, value: Any, limit: int = MAX_TEXT) -> str:
-    """check_text with fast paths: printable strings (no control character) of a sane length.
-
-    `limit` is the field's own (LIMITS), passed by the caller so the fast path needs no lookup.
-    """
-    if type(value) is str and 0 < len(value) <= limit and (value.isprintable() or _TEXT_OK(value)):
+def _text(field: str, value: Any) -> str:
+    """check_text with fast paths: printable strings (no control character) of a sane length."""
+    if (type(value) is str and 0 < len(value) <= LIMITS.get(field, MAX_TEXT)
+            and (value.isprintable() or _TEXT_OK(value))):
         return value
-    return check_text(field, value, limit)
+    return check_text(field, value)
 
 
 def _ts(value: Any) -> int:
@@ -172,7 +169,7 @@ def parse_event(data: Any) -> Event:
         user = get("user")
         if user is None:
             raise ValidationError("user", f"is required for {etype} events")
-        user = _text("user", user, USER_LIMIT)
+        user = _text("user", user)
     ts = get("ts")
     if ts is None:
         raise ValidationError("ts", "is required")

@@ -99,7 +99,7 @@ def record_call(keys: KeySchema, campaign: str, events: Sequence[Event], local_d
     the repair tail). Runs for every event of a bulk load, so key names are
     built once per job and day, not per event.
     """
-    k, blake2b = keys, hashlib.blake2b
+    k = keys
     names = [k.meta(campaign), k.users(campaign), k.counters(campaign), k.dirty(campaign),
              k.registry(campaign), k.names(campaign), k.rejected(campaign), k.epoch(campaign),
              k.change_log(campaign), k.repair_tail(campaign), k.ids(campaign)]
@@ -125,8 +125,8 @@ def record_call(keys: KeySchema, campaign: str, events: Sequence[Event], local_d
                 day_ref = days[(today, tenant)] = len(names) - 3
         if fingerprints is not None:
             fp = fingerprints[i]
-        else:  # `fingerprint`, inlined: this runs for every event of a bulk load
-            fp = blake2b(ev.id.encode(), digest_size=FINGERPRINT_BYTES).digest() if ev.id is not None else b""
+        else:
+            fp = fingerprint(ev.id) if ev.id is not None else b""
         values += (TYPE_CODES[etype], tenant, job or "", ev.user or "", ev.ts_ms, ev.target or "",
                    ev.choice or "", ev.node or "", ev.status or "", today, job_ref, day_ref, fp)
     now = str(int(time.time() * 1000))
